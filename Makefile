@@ -1,0 +1,39 @@
+# Two commands for a newcomer: `make demo` and `make test`.  Both set up .venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO   := demo-data
+
+# Python workers must run the venv's interpreter, not whatever `python3` is on PATH.
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+# Idempotent: only re-installs when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c "import pyspark, tensorflow, keras, pyarrow, pandas, numpy, PIL, boto3, s3fs; \
+	print('setup ok: pyspark', pyspark.__version__, '| tensorflow', tensorflow.__version__, \
+	'| keras', keras.__version__, '| numpy', numpy.__version__, '| pyarrow', pyarrow.__version__)"
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m fruits_pipeline.sample_images $(DEMO)/images
+	$(VENV)/bin/fruits-pipeline run --input $(DEMO)/images --output $(DEMO)/output \
+		--weights random:0 --overwrite
+
+test: setup
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests scripts
+
+clean:
+	rm -rf $(VENV) $(DEMO) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,2 @@
+"""fruits-pipeline."""
+__version__ = "0.1.0"

@@ -1,0 +1,148 @@
+"""Reading images with Spark and turning them into MobileNetV2 features.
+
+``read_images`` lists the images with the ``binaryFile`` source; ``extract_features`` runs
+an iterator pandas UDF that decodes, resizes and preprocesses each image and runs the
+broadcast network in batches.  An image that cannot be decoded becomes a row with an
+``error`` and no features: it never fails the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark import Broadcast
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+from fruits_pipeline.images import IMAGE_GLOB, MODEL_INPUT_SIZE, ImageDecodeError, decode_image
+
+log = logging.getLogger(__name__)
+
+#: What the UDF returns per image: features (null on error) and the error (null on success).
+EXTRACTION_TYPE = StructType(
+    [
+        StructField("features", ArrayType(FloatType()), True),
+        StructField("error", StringType(), True),
+    ]
+)
+
+
+def read_images(spark: SparkSession, uri: str) -> DataFrame:
+    """Return ``path``, ``label``, ``content`` (bytes) and ``length`` for every image under
+    ``uri``, searched recursively.
+
+    Only ``.jpg``, ``.jpeg`` and ``.png`` files in any letter case are kept; hidden files
+    (``.name``, ``_name``) are skipped by Spark's listing.  The label is the image's parent
+    folder name.
+    """
+    frame = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", IMAGE_GLOB)
+        .load(uri)
+    )
+    return frame.select(
+        "path",
+        label_column("path").alias("label"),
+        "content",
+        "length",
+    )
+
+
+#: Strips ``scheme://authority`` or ``scheme:`` from a URI, keeping the path.
+_URI_PATH = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]*|[A-Za-z][A-Za-z0-9+.-]*:)?(.*)$"
+
+
+def label_column(path_col: str):
+    """Spark column computing ``images.label_from_path``: the parent folder's name."""
+    key = F.regexp_extract(F.col(path_col), _URI_PATH, 1)
+    parts = F.split(key, "/")
+    return F.when(F.size(parts) >= 2, F.element_at(parts, -2)).otherwise(F.lit(""))
+
+
+@dataclass
+class ExtractionCounters:
+    """Accumulators the UDF adds to, read on the driver after the stage has run."""
+
+    model_builds: object
+    images_inferred: object
+    batches: object
+
+    @classmethod
+    def create(cls, spark: SparkSession) -> "ExtractionCounters":
+        context = spark.sparkContext
+        return cls(context.accumulator(0), context.accumulator(0), context.accumulator(0))
+
+
+def extract_features(
+    images: DataFrame,
+    weights: Broadcast,
+    weights_key: str,
+    counters: ExtractionCounters,
+    batch_size: int = 64,
+    threads_per_task: int = 1,
+) -> DataFrame:
+    """Return ``path``, ``label``, ``features`` (``array<float>`` of 1280, null on error) and
+    ``error`` (null on success) for every row of ``images``.
+
+    ``weights`` is the broadcast list of MobileNetV2 weight arrays; ``weights_key`` names
+    them, so that each Python worker builds the network once and reuses it.  Nothing runs
+    until the result is written or counted.
+    """
+    model_builds = counters.model_builds
+    images_inferred = counters.images_inferred
+    batches = counters.batches
+
+    def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        from fruits_pipeline.model import cached_extractor
+
+        extract = None
+        for series in contents:
+            if extract is None:
+                extract, built = cached_extractor(weights_key, lambda: weights.value, threads_per_task)
+                if built:
+                    model_builds.add(1)
+            for start in range(0, len(series), batch_size):
+                chunk = series.iloc[start : start + batch_size]
+                frame = featurize_batch(chunk, extract)
+                images_inferred.add(int(frame["features"].notna().sum()))
+                batches.add(1)
+                yield frame
+
+    udf = F.pandas_udf(featurize, EXTRACTION_TYPE)  # type: ignore[call-overload]
+    result = images.select("path", "label", udf("content").alias("_x"))
+    return result.select("path", "label", "_x.features", "_x.error")
+
+
+def featurize_batch(contents: pd.Series, extract) -> pd.DataFrame:
+    """Decode a batch of image bytes and run ``extract`` once on all decodable images.
+
+    Returns a frame with ``features`` (float32 arrays, None on error) and ``error`` (None on
+    success), in the order of ``contents``.
+    """
+    from fruits_pipeline.images import preprocess
+
+    count = len(contents)
+    buffer = np.empty((count, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3), dtype=np.uint8)
+    errors: list[str | None] = [None] * count
+    good: list[int] = []
+    for position, content in enumerate(contents):
+        try:
+            buffer[len(good)] = decode_image(content)
+            good.append(position)
+        except ImageDecodeError as error:
+            errors[position] = str(error)
+        except Exception as error:  # never let one image fail the job
+            errors[position] = f"corrupt: {type(error).__name__}: {error}"
+    features: list[np.ndarray | None] = [None] * count
+    if good:
+        batch = preprocess(buffer[: len(good)])
+        output = extract(batch)
+        for row, position in enumerate(good):
+            features[position] = output[row]
+    return pd.DataFrame({"features": features, "error": errors})

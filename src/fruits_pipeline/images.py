@@ -1,0 +1,112 @@
+"""Pure image transforms: which files are images, their labels, and decoding to model input.
+
+Nothing here touches Spark or the network; every function is unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+import numpy as np
+from PIL import Image, ImageOps
+
+#: Side of the square image MobileNetV2 takes, in pixels.
+MODEL_INPUT_SIZE = 224
+
+#: File extensions read as images, compared case-insensitively.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+#: Hadoop glob for Spark's ``pathGlobFilter``: the same extensions in any letter case.
+IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
+
+#: Images with more pixels than this are refused before decoding: a tiny compressed file can
+#: claim a huge canvas (a "decompression bomb") and exhaust a worker's memory.  50 megapixels
+#: admits any camera photo (a 6000x4000 phone picture is 24 megapixels).
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+#: Why an image was rejected: the first word of its error message.
+REJECT_REASONS = ("empty", "not_an_image", "decompression_bomb", "corrupt")
+
+
+class ImageDecodeError(ValueError):
+    """An image file that cannot be turned into model input.
+
+    ``reason`` is one of REJECT_REASONS; the message reads ``"<reason>: <detail>"``.
+    """
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def reject_reason(error: str) -> str:
+    """Return the reason code at the start of an error message (``"corrupt"`` if none)."""
+    head = error.partition(":")[0]
+    return head if head in REJECT_REASONS else "corrupt"
+
+
+def is_image_path(path: str) -> bool:
+    """Return True when ``path`` names a JPEG or PNG file by its extension, in any case."""
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def label_from_path(path: str) -> str:
+    """Return the label of an image: the name of its parent folder, exactly as written.
+
+    Works for plain paths and for URIs (``file:/…``, ``file:///…``, ``s3://bucket/…``).
+    Spaces and non-ASCII characters are kept.  A file directly at a bucket's root has no
+    parent folder and gets the empty label ``""``.
+    """
+    parts = urlsplit(path)
+    key = parts.path if parts.scheme else path
+    return PurePosixPath(key).parent.name
+
+
+def decode_image(content: bytes, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
+    """Decode image bytes to a ``(size, size, 3)`` uint8 RGB array.
+
+    The steps are the ones the original notebook used: Pillow decode, EXIF orientation
+    applied (a phone photo is featurized upright), conversion to RGB, then
+    ``Image.resize`` to ``size`` x ``size`` with Pillow's bicubic filter.
+
+    Raises ImageDecodeError with a readable reason for empty, truncated, non-image and
+    oversized (decompression bomb) inputs.
+    """
+    if not content:
+        raise ImageDecodeError("empty", "the file has 0 bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageDecodeError(
+                        "decompression_bomb",
+                        f"{width}x{height} pixels is over the limit of {MAX_IMAGE_PIXELS}",
+                    )
+                image = ImageOps.exif_transpose(image)
+                rgb = image.convert("RGB")
+                resized = rgb.resize((size, size), Image.Resampling.BICUBIC)
+                return np.asarray(resized, dtype=np.uint8)
+    except ImageDecodeError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("not_an_image", "Pillow cannot identify this file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageDecodeError("decompression_bomb", str(error)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise ImageDecodeError("corrupt", f"{type(error).__name__}: {error}") from None
+
+
+def preprocess(batch: np.ndarray) -> np.ndarray:
+    """Scale a ``(n, 224, 224, 3)`` RGB batch (0..255) to MobileNetV2's input range [-1, 1].
+
+    Uses ``keras.applications.mobilenet_v2.preprocess_input`` and returns float32.
+    """
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    return preprocess_input(batch.astype(np.float32, copy=False))

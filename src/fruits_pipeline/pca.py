@@ -1,0 +1,104 @@
+"""Two-pass PCA with Spark ML: standardise, measure the variance, keep the smallest k.
+
+Pass one fits ``PCA(k=min(1280, n))`` and reads its explained variance; ``choose_k`` picks
+the smallest k whose cumulative ratio reaches the threshold; pass two fits ``PCA(k)``.  The
+result is a ``PipelineModel`` (scaler + PCA) that can project new images later.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.ml import PipelineModel
+from pyspark.ml.feature import PCA, StandardScaler
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+VECTOR_COL = "_features_vector"
+SCALED_COL = "_scaled"
+PCA_VECTOR_COL = "_pca_vector"
+
+
+class PCAInputError(ValueError):
+    """Too few valid images to fit a PCA."""
+
+
+def choose_k(explained_variance: np.ndarray | list[float], threshold: float) -> int:
+    """Return the smallest k whose cumulative explained-variance ratio reaches ``threshold``.
+
+    ``explained_variance`` holds per-component ratios in decreasing order (Spark's
+    ``PCAModel.explainedVariance``).  ``threshold`` is in (0, 1]; 1.0 keeps every component.
+    """
+    ratios = np.asarray(explained_variance, dtype=np.float64)
+    if ratios.size == 0:
+        raise ValueError("no explained variance to choose from")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"variance threshold must be in (0, 1], got {threshold}")
+    if threshold >= 1.0:
+        return int(ratios.size)
+    cumulative = np.cumsum(ratios)
+    reached = np.nonzero(cumulative >= threshold - 1e-12)[0]
+    return int(reached[0] + 1) if reached.size else int(ratios.size)
+
+
+@dataclass
+class PCAResult:
+    """The fitted pipeline and what pass one measured."""
+
+    model: PipelineModel
+    k: int
+    cumulative_variance: list[float]
+    variance_kept: float
+    rows: int
+
+
+def fit_two_pass_pca(features: DataFrame, threshold: float, input_col: str = "features") -> PCAResult:
+    """Fit scaler + two-pass PCA on ``features`` (an ``array<float>`` column).
+
+    ``features`` should be persisted or read from storage: it is scanned several times.
+    Raises PCAInputError when it holds fewer than 2 rows.
+    """
+    vectors = features.select(array_to_vector(input_col).alias(VECTOR_COL))
+    rows = vectors.count()
+    if rows < 2:
+        raise PCAInputError(f"PCA needs at least 2 valid images, got {rows}")
+    scaler = StandardScaler(
+        inputCol=VECTOR_COL, outputCol=SCALED_COL, withMean=True, withStd=True
+    ).fit(vectors)
+    scaled = scaler.transform(vectors).select(SCALED_COL).persist()
+    try:
+        dims = len(features.first()[input_col])
+        first = PCA(k=min(dims, rows), inputCol=SCALED_COL, outputCol=PCA_VECTOR_COL).fit(scaled)
+        ratios = first.explainedVariance.toArray()
+        k = choose_k(ratios, threshold)
+        cumulative = np.cumsum(ratios)
+        log.info(
+            "PCA pass one: %d components, k=%d keeps %.4f of the variance (threshold %.4f)",
+            ratios.size, k, cumulative[k - 1], threshold,
+        )
+        second = first if k == ratios.size else PCA(
+            k=k, inputCol=SCALED_COL, outputCol=PCA_VECTOR_COL
+        ).fit(scaled)
+    finally:
+        scaled.unpersist()
+    return PCAResult(
+        model=PipelineModel(stages=[scaler, second]),
+        k=k,
+        cumulative_variance=[float(v) for v in cumulative],
+        variance_kept=float(cumulative[k - 1]),
+        rows=rows,
+    )
+
+
+def project(model: PipelineModel, features: DataFrame, input_col: str = "features",
+            output_col: str = "pca_features") -> DataFrame:
+    """Return ``features`` with ``output_col``: the ``array<float>`` projection by ``model``."""
+    with_vector = features.withColumn(VECTOR_COL, array_to_vector(input_col))
+    projected = model.transform(with_vector)
+    return projected.withColumn(output_col, vector_to_array(PCA_VECTOR_COL, dtype="float32")).drop(
+        VECTOR_COL, SCALED_COL, PCA_VECTOR_COL
+    )
