@@ -13,6 +13,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,7 +21,7 @@ from pyspark.sql.utils import AnalysisException
 
 from fruits_pipeline import outputs
 from fruits_pipeline.features import ExtractionCounters, extract_features, read_images
-from fruits_pipeline.images import REJECT_REASONS
+from fruits_pipeline.images import REJECT_REASONS, label_from_path
 from fruits_pipeline.model import WeightsSpec, load_weights
 from fruits_pipeline.outputs import OutputLocation
 from fruits_pipeline.pca import fit_two_pass_pca, project
@@ -83,8 +84,8 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
 
     # 1. Read: list the images (the CNN runs later, once, on their bytes).
     with clock.stage("list"):
-        images = list_images(spark, config.input, config.limit)
-        files_seen = images.count()
+        listing = list_images(spark, config.input, config.limit)
+        files_seen = listing.files_seen
         if files_seen == 0:
             raise InputError(f"no images (.jpg, .jpeg, .png) found under {config.input!r}")
         if files_seen < 2:
@@ -101,7 +102,7 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
     location.begin()
     try:
         report = _featurize_and_reduce(
-            spark, config, location, clock, images, weights, broadcast, files_seen
+            spark, config, location, clock, listing, weights, broadcast
         )
         report.update(
             {
@@ -123,11 +124,20 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
     return report
 
 
-def list_images(spark: SparkSession, uri: str, limit: int | None) -> DataFrame:
-    """Return the images under ``uri`` (see ``features.read_images``), the first ``limit``
-    by path when ``limit`` is given.
+@dataclass
+class Listing:
+    """The images a run will read: ``images`` (see ``features.read_images``) and the
+    zero-byte image files, which Spark's scan skips and the run reports as rejected."""
 
-    Raises InputError when ``uri`` does not exist.
+    images: DataFrame
+    files_seen: int
+    empty_paths: list[str]
+
+
+def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
+    """List the images under ``uri``; keep the first ``limit`` by path when given.
+
+    Reads no image bytes.  Raises InputError when ``uri`` does not exist.
     """
     if not outputs.is_remote(uri):
         path = outputs.local_path(uri)
@@ -137,28 +147,43 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> DataFrame:
             raise InputError(f"input {uri!r} is not a folder")
     try:
         images = read_images(spark, outputs.spark_uri(uri))
+        scanned = {row["path"] for row in images.select("path").collect()}
+        indexed = {hadoop_path_string(name) for name in images.inputFiles()}
     except AnalysisException as error:
         raise InputError(f"cannot read input {uri!r}: {str(error).splitlines()[0]}") from None
-    if limit:
-        first = images.select("path").orderBy("path").limit(limit)
-        images = images.join(F.broadcast(first), "path", "left_semi")
-    return images
+    every = sorted(indexed | scanned)
+    if limit and limit < len(every):
+        every = every[:limit]
+        keep = spark.createDataFrame([(p,) for p in every], "path string")
+        images = images.join(F.broadcast(keep), "path", "left_semi")
+    empty = [p for p in every if p not in scanned]
+    return Listing(images=images, files_seen=len(every), empty_paths=empty)
 
 
-def _featurize_and_reduce(spark, config, location, clock, images, weights, broadcast, files_seen):
+def hadoop_path_string(uri: str) -> str:
+    """Return a file URI as Spark's ``path`` column writes it (``DataFrame.inputFiles``
+    gives ``file:///a%20b/x.jpg`` where the column holds ``file:/a b/x.jpg``)."""
+    text = unquote(uri)
+    return "file:/" + text[len("file:///") :] if text.startswith("file:///") else text
+
+
+def _featurize_and_reduce(spark, config, location, clock, listing, weights, broadcast):
+    files_seen = listing.files_seen
     # 3. Features: the CNN runs once per image; its output is written before the PCA
     #    passes, which read it back instead of recomputing it.
     with clock.stage("extract"):
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
         counters = ExtractionCounters.create(spark)
         extracted = extract_features(
-            images,
+            listing.images,
             broadcast,
             weights_key=weights.arrays_sha256,
             counters=counters,
             batch_size=config.batch_size,
             threads_per_task=int(spark.conf.get("spark.task.cpus", "1")),
         )
+        if listing.empty_paths:
+            extracted = extracted.unionByName(_empty_file_rows(spark, listing.empty_paths))
         extracted.write.mode("overwrite").parquet(location.spark_path(EXTRACTED))
     stored = spark.read.parquet(location.spark_path(EXTRACTED))
     counts = _count(stored)
@@ -232,6 +257,12 @@ def _featurize_and_reduce(spark, config, location, clock, images, weights, broad
             "report": location.final_path(outputs.REPORT_NAME),
         },
     }
+
+
+def _empty_file_rows(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """Rejected rows for zero-byte image files, shaped like ``extract_features``' output."""
+    rows = [(p, label_from_path(p), None, "empty: the file has 0 bytes") for p in paths]
+    return spark.createDataFrame(rows, "path string, label string, features array<float>, error string")
 
 
 def _count(stored: DataFrame) -> dict:

@@ -297,7 +297,13 @@ def _download_imagenet() -> str:
     import keras
 
     try:
-        return keras.utils.get_file(IMAGENET_FILE, IMAGENET_ORIGIN, cache_subdir="models")
+        # cache_dir follows $KERAS_HOME at call time (Keras reads it only once, at import)
+        return keras.utils.get_file(
+            IMAGENET_FILE,
+            IMAGENET_ORIGIN,
+            cache_subdir="models",
+            cache_dir=os.environ.get("KERAS_HOME"),
+        )
     except Exception as error:  # network errors come in many types
         raise WeightsError(
             f"cannot download the ImageNet weights ({IMAGENET_ORIGIN}): {_first_line(error)}. "

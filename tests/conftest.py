@@ -1,0 +1,94 @@
+"""Shared fixtures: one local SparkSession, seeded weights files, real image files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from image_files import bomb_png, jpeg_bytes, noise_image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_FRUITS = ROOT.parent / "shared" / "data" / "fruits-360-light"
+
+#: Seed of the MobileNetV2 the tests save as weights files.
+TEST_WEIGHTS_SEED = 7
+
+
+def shared_fruits(split: str) -> Path:
+    """Return the shared Fruits-360 folder ``split`` (Training/Test), or skip the test."""
+    folder = SHARED_FRUITS / split
+    if not folder.is_dir():
+        pytest.skip(f"shared Fruits-360 sample not found at {folder} (see shared/data/README.md)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one local SparkSession of the test session: 2 cores, no UI."""
+    from fruits_pipeline.session import build_spark
+
+    session = build_spark(
+        "local[2]",
+        app_name="fruits-pipeline-tests",
+        extra_conf={
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.sql.shuffle.partitions": "4",
+        },
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def weights_files(tmp_path_factory) -> dict[str, Path]:
+    """A seeded MobileNetV2 (with top, BatchNorm calibrated) saved in both formats Keras
+    reads: the legacy HDF5 of ``weights="imagenet"`` and Keras 3's ``.weights.h5``."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from fruits_pipeline.model import random_network
+
+    folder = tmp_path_factory.mktemp("weights")
+    network = random_network(TEST_WEIGHTS_SEED)
+    legacy = folder / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+    with h5py.File(legacy, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, network)
+    keras3 = folder / "seeded_mobilenet_v2.weights.h5"
+    network.save_weights(str(keras3))
+    return {"legacy": legacy, "keras3": keras3}
+
+
+@pytest.fixture(scope="session")
+def wrong_weights_file(tmp_path_factory) -> Path:
+    """A Keras weights file of another network (a small dense model)."""
+    import keras
+
+    path = tmp_path_factory.mktemp("wrong") / "dense.weights.h5"
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    model.save_weights(str(path))
+    return path
+
+
+@pytest.fixture
+def mixed_folder(tmp_path) -> Path:
+    """Six good JPEGs in two labels plus one file of each rejection reason, and a text
+    file that is not an image at all (ignored)."""
+    root = tmp_path / "mixed"
+    for index in range(6):
+        label = root / ("Apple Braeburn" if index % 2 else "Pêche plate")
+        label.mkdir(parents=True, exist_ok=True)
+        (label / f"{index}_100.jpg").write_bytes(jpeg_bytes(noise_image(index)))
+    bad = root / "Apple Braeburn"
+    good = jpeg_bytes(noise_image(99))
+    (bad / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "notes.JPG").write_text("this is not an image\n")
+    (bad / "bomb.png").write_bytes(bomb_png())
+    (bad / "README.txt").write_text("ignored: not an image extension\n")
+    return root

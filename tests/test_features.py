@@ -1,0 +1,116 @@
+"""Feature extraction on a real local SparkSession: labels, fidelity to Keras, bad images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_FRUITS
+from image_files import jpeg_bytes, noise_image, png_bytes
+from PIL import Image
+
+from fruits_pipeline.features import (
+    ExtractionCounters,
+    extract_features,
+    label_column,
+    read_images,
+)
+from fruits_pipeline.images import label_from_path
+from fruits_pipeline.model import load_weights, parse_weights_spec
+
+pytestmark = pytest.mark.spark
+
+
+def test_spark_label_column_agrees_with_label_from_path(spark):
+    paths = [
+        "file:/data/Training/Apple Braeburn/r_12_100.jpg",
+        "file:///data/Test/Pineapple Mini/45_100.jpg",
+        "s3://bucket/fruits/Training/Pêche plate/1.jpg",
+        "s3a://bucket/Kiwi/2.png",
+        "s3://bucket/at-root.jpg",
+        "/plain/Cherry 2/3.jpg",
+    ]
+    frame = spark.createDataFrame([(p,) for p in paths], "path string")
+    got = [row[0] for row in frame.select(label_column("path")).collect()]
+    assert got == [label_from_path(p) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def fidelity_folder(tmp_path_factory) -> Path:
+    """A few images: real Fruits-360 JPEGs when the shared sample is there, plus a PNG with
+    alpha and a larger JPEG made here."""
+    root = tmp_path_factory.mktemp("fidelity")
+    label = root / "Mixed Fruit"
+    label.mkdir()
+    shared = sorted((SHARED_FRUITS / "Test").glob("*/*.jpg"))[::400][:4]
+    for path in shared:
+        (label / f"{path.parent.name}-{path.name}").write_bytes(path.read_bytes())
+    (label / "alpha.png").write_bytes(png_bytes(noise_image(5).convert("RGBA")))
+    (label / "large.JPEG").write_bytes(jpeg_bytes(noise_image(6, size=(640, 480))))
+    (label / "small.jpg").write_bytes(jpeg_bytes(noise_image(7, size=(60, 90))))
+    return root
+
+
+def keras_reference(weights_path: Path, image_paths: list[str]) -> np.ndarray:
+    """Features computed by Keras directly: same file, Pillow RGB, resize, preprocess_input."""
+    import keras
+
+    network = keras.applications.MobileNetV2(
+        include_top=True, weights=str(weights_path), input_shape=(224, 224, 3)
+    )
+    features = keras.Model(network.input, network.layers[-2].output)
+    batch = np.stack(
+        [
+            np.asarray(Image.open(path).convert("RGB").resize((224, 224)), dtype=np.float32)
+            for path in image_paths
+        ]
+    )
+    return features.predict(keras.applications.mobilenet_v2.preprocess_input(batch), verbose=0)
+
+
+@pytest.mark.parametrize("weights_format", ["legacy", "keras3"])
+def test_features_equal_keras_on_the_same_weights(spark, weights_files, fidelity_folder,
+                                                  weights_format):
+    weights = load_weights(parse_weights_spec(str(weights_files[weights_format])))
+    broadcast = spark.sparkContext.broadcast(weights.arrays)
+    counters = ExtractionCounters.create(spark)
+    images = read_images(spark, "file:" + str(fidelity_folder))
+    rows = extract_features(images, broadcast, weights.arrays_sha256, counters, batch_size=4)
+    rows = sorted(rows.collect(), key=lambda row: row["path"])
+
+    assert all(row["error"] is None for row in rows)
+    assert {row["label"] for row in rows} == {"Mixed Fruit"}
+    local_paths = [row["path"][len("file:"):] for row in rows]
+    ours = np.array([row["features"] for row in rows], dtype=np.float32)
+    theirs = keras_reference(weights_files[weights_format], local_paths)
+    assert ours.shape == (len(rows), 1280)
+    assert np.abs(theirs).mean() > 0.01  # realistic magnitudes, not ~1e-11
+    cosine = np.sum(ours * theirs, axis=1) / (
+        np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
+    )
+    assert cosine.min() >= 0.9999, cosine
+    assert counters.images_inferred.value == len(rows)
+    broadcast.unpersist()
+
+
+def test_bad_images_become_error_rows(spark, mixed_folder):
+    weights = load_weights(parse_weights_spec("random:1"))
+    broadcast = spark.sparkContext.broadcast(weights.arrays)
+    counters = ExtractionCounters.create(spark)
+    images = read_images(spark, "file:" + str(mixed_folder))
+    rows = {Path(r["path"]).name: r for r in extract_features(
+        images, broadcast, weights.arrays_sha256, counters, batch_size=3).collect()}
+
+    assert "README.txt" not in rows  # not an image extension: never read
+    assert rows["truncated.jpg"]["error"].startswith("corrupt:")
+    assert "empty.jpg" not in rows  # Spark's scan skips 0-byte files; the job reports them
+    assert rows["notes.JPG"]["error"].startswith("not_an_image:")
+    assert rows["bomb.png"]["error"].startswith("decompression_bomb:")
+    good = [r for name, r in rows.items() if name.endswith("_100.jpg")]
+    assert len(good) == 6
+    assert all(r["error"] is None and len(r["features"]) == 1280 for r in good)
+    assert {r["label"] for r in good} == {"Apple Braeburn", "Pêche plate"}
+    assert all(rows[n]["features"] is None for n in ("truncated.jpg", "notes.JPG", "bomb.png"))
+    assert counters.images_inferred.value == 6
+    broadcast.unpersist()

@@ -1,0 +1,84 @@
+"""PCA: the pure choice of k, and the two-pass Spark ML fit against scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fruits_pipeline.pca import PCAInputError, choose_k, fit_two_pass_pca, project
+
+
+@pytest.mark.parametrize(
+    "ratios, threshold, k",
+    [
+        ([0.5, 0.3, 0.15, 0.05], 0.5, 1),
+        ([0.5, 0.3, 0.15, 0.05], 0.8, 2),
+        ([0.5, 0.3, 0.15, 0.05], 0.81, 3),
+        ([0.5, 0.3, 0.15, 0.05], 0.95, 3),
+        ([0.5, 0.3, 0.15, 0.05], 0.96, 4),
+        ([0.5, 0.3, 0.15, 0.05], 1.0, 4),
+        ([0.9, 0.1, 0.0, 0.0], 1.0, 4),  # 1.0 keeps every component, even empty ones
+        ([1 / 3, 1 / 3, 1 / 3], 2 / 3, 2),  # float sums must not miss an exact hit
+    ],
+)
+def test_choose_k(ratios, threshold, k):
+    assert choose_k(ratios, threshold) == k
+
+
+@pytest.mark.parametrize("threshold", [0.0, -0.1, 1.01])
+def test_choose_k_rejects_thresholds_outside_0_1(threshold):
+    with pytest.raises(ValueError):
+        choose_k([0.6, 0.4], threshold)
+
+
+def low_rank_features(rows=240, dims=48, rank=6, seed=0) -> np.ndarray:
+    """Features with a few strong directions plus noise, like CNN features."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(rank, dims)) * np.linspace(6, 1, rank)[:, None]
+    mixed = rng.normal(size=(rows, rank)) @ basis
+    return (mixed + rng.normal(scale=0.5, size=(rows, dims)) + rng.normal(size=dims) * 3).astype(
+        np.float32
+    )
+
+
+@pytest.mark.spark
+def test_two_pass_pca_matches_scikit_learn(spark):
+    from sklearn.decomposition import PCA
+
+    data = low_rank_features()
+    frame = spark.createDataFrame(
+        [(i, row.tolist()) for i, row in enumerate(data)], "id int, features array<float>"
+    )
+    result = fit_two_pass_pca(frame, threshold=0.9)
+
+    # Spark's StandardScaler divides by the sample standard deviation (ddof=1).
+    scaled = (data - data.mean(axis=0)) / data.std(axis=0, ddof=1)
+    reference = PCA().fit(scaled)
+    cumulative = np.cumsum(reference.explained_variance_ratio_)
+    expected_k = int(np.argmax(cumulative >= 0.9) + 1)
+    assert result.k == expected_k
+    assert 1 < result.k < data.shape[1]
+    assert np.allclose(result.cumulative_variance[: result.k], cumulative[: result.k], atol=1e-6)
+    assert result.variance_kept >= 0.9
+
+    projected = project(result.model, frame).orderBy("id").select("pca_features").collect()
+    ours = np.array([row[0] for row in projected])
+    theirs = reference.transform(scaled)[:, : result.k]
+    signs = np.sign(np.sum(ours * theirs, axis=0))  # components are defined up to sign
+    assert ours.shape == (len(data), result.k)
+    assert np.allclose(ours, theirs * signs, atol=1e-3)
+
+
+@pytest.mark.spark
+def test_threshold_one_keeps_every_component(spark):
+    data = low_rank_features(rows=30, dims=12, seed=1)
+    frame = spark.createDataFrame([(row.tolist(),) for row in data], "features array<float>")
+    result = fit_two_pass_pca(frame, threshold=1.0)
+    assert result.k == 12
+
+
+@pytest.mark.spark
+def test_pca_needs_two_rows(spark):
+    frame = spark.createDataFrame([([1.0, 2.0],)], "features array<float>")
+    with pytest.raises(PCAInputError, match="at least 2"):
+        fit_two_pass_pca(frame, threshold=0.95)
