@@ -30,6 +30,7 @@ demo: setup
 		--weights random:0 --overwrite
 
 test: setup
+	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/pytest
 
 lint: setup

@@ -46,6 +46,28 @@ def spark():
 
 
 @pytest.fixture(scope="session")
+def moto_endpoint():
+    """URL of a moto server on 127.0.0.1, with fake credentials in the environment, so that
+    boto3 and s3fs talk to it through ``AWS_ENDPOINT_URL`` exactly as they would to AWS."""
+    from s3_server import start_moto_server
+
+    process, url = start_moto_server()
+    patch = pytest.MonkeyPatch()
+    for name, value in {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        patch.setenv(name, value)
+    yield url
+    patch.undo()
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
 def weights_files(tmp_path_factory) -> dict[str, Path]:
     """A seeded MobileNetV2 (with top, BatchNorm calibrated) saved in both formats Keras
     reads: the legacy HDF5 of ``weights="imagenet"`` and Keras 3's ``.weights.h5``."""

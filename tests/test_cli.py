@@ -97,8 +97,9 @@ def test_existing_output_needs_overwrite(spark, capsys, tmp_path):
     output.mkdir()
     (output / "keep.txt").write_text("precious")
     source = image_folder(tmp_path / "in", 2)
-    code, _, err = run_cli(capsys, "--input", str(source), "--output", str(output),
-                           "--weights", "random:0")
+    code, _, err = run_cli(
+        capsys, "--input", str(source), "--output", str(output), "--weights", "random:0"
+    )
     assert code == 2 and "--overwrite" in err
     assert (output / "keep.txt").read_text() == "precious"
 
@@ -107,8 +108,15 @@ def test_existing_output_needs_overwrite(spark, capsys, tmp_path):
 def test_wrong_architecture_weights(spark, capsys, tmp_path, wrong_weights_file):
     output = tmp_path / "out"
     source = image_folder(tmp_path / "in", 2)
-    code, _, err = run_cli(capsys, "--input", str(source), "--output", str(output),
-                           "--weights", str(wrong_weights_file))
+    code, _, err = run_cli(
+        capsys,
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--weights",
+        str(wrong_weights_file),
+    )
     assert_usage_error(code, err, output, "do not fit MobileNetV2")
 
 
@@ -117,17 +125,28 @@ def test_too_few_decodable_images(spark, capsys, tmp_path):
     source = image_folder(tmp_path / "in", 1)
     (source / "Kiwi" / "broken.jpg").write_bytes(b"not a jpeg")
     output = tmp_path / "out"
-    code, _, err = run_cli(capsys, "--input", str(source), "--output", str(output),
-                           "--weights", "random:0")
+    code, _, err = run_cli(
+        capsys, "--input", str(source), "--output", str(output), "--weights", "random:0"
+    )
     assert_usage_error(code, err, output, "only 1 of 2 images could be decoded")
 
 
 def test_console_script_usage_error_is_one_line(tmp_path):
     script = Path(sys.executable).parent / "fruits-pipeline"
     result = subprocess.run(
-        [str(script), "run", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
-         "--variance-threshold", "2"],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(script),
+            "run",
+            "--input",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "o"),
+            "--variance-threshold",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
@@ -136,9 +155,18 @@ def test_console_script_usage_error_is_one_line(tmp_path):
 
 def test_console_script_help_lists_the_options():
     script = Path(sys.executable).parent / "fruits-pipeline"
-    result = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [str(script), "run", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0
-    for option in ("--input", "--output", "--weights", "--variance-threshold", "--batch-size",
-                   "--limit", "--overwrite", "--master"):
+    for option in (
+        "--input",
+        "--output",
+        "--weights",
+        "--variance-threshold",
+        "--batch-size",
+        "--limit",
+        "--overwrite",
+        "--master",
+    ):
         assert option in result.stdout

@@ -70,8 +70,9 @@ def keras_reference(weights_path: Path, image_paths: list[str]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("weights_format", ["legacy", "keras3"])
-def test_features_equal_keras_on_the_same_weights(spark, weights_files, fidelity_folder,
-                                                  weights_format):
+def test_features_equal_keras_on_the_same_weights(
+    spark, weights_files, fidelity_folder, weights_format
+):
     weights = load_weights(parse_weights_spec(str(weights_files[weights_format])))
     broadcast = spark.sparkContext.broadcast(weights.arrays)
     counters = ExtractionCounters.create(spark)
@@ -81,7 +82,7 @@ def test_features_equal_keras_on_the_same_weights(spark, weights_files, fidelity
 
     assert all(row["error"] is None for row in rows)
     assert {row["label"] for row in rows} == {"Mixed Fruit"}
-    local_paths = [row["path"][len("file:"):] for row in rows]
+    local_paths = [row["path"][len("file:") :] for row in rows]
     ours = np.array([row["features"] for row in rows], dtype=np.float32)
     theirs = keras_reference(weights_files[weights_format], local_paths)
     assert ours.shape == (len(rows), 1280)
@@ -99,8 +100,12 @@ def test_bad_images_become_error_rows(spark, mixed_folder):
     broadcast = spark.sparkContext.broadcast(weights.arrays)
     counters = ExtractionCounters.create(spark)
     images = read_images(spark, "file:" + str(mixed_folder))
-    rows = {Path(r["path"]).name: r for r in extract_features(
-        images, broadcast, weights.arrays_sha256, counters, batch_size=3).collect()}
+    rows = {
+        Path(r["path"]).name: r
+        for r in extract_features(
+            images, broadcast, weights.arrays_sha256, counters, batch_size=3
+        ).collect()
+    }
 
     assert "README.txt" not in rows  # not an image extension: never read
     assert rows["truncated.jpg"]["error"].startswith("corrupt:")

@@ -57,7 +57,9 @@ def test_decode_jpeg_to_model_input_size():
     image = noise_image(1, size=(100, 100))
     array = decode_image(jpeg_bytes(image))
     assert array.shape == (224, 224, 3) and array.dtype == np.uint8
-    expected = np.asarray(Image.open(io.BytesIO(jpeg_bytes(image))).convert("RGB").resize((224, 224)))
+    expected = np.asarray(
+        Image.open(io.BytesIO(jpeg_bytes(image))).convert("RGB").resize((224, 224))
+    )
     assert np.array_equal(array, expected)  # Pillow's default bicubic, as the notebook
 
 

@@ -46,7 +46,8 @@ def check_outputs(spark, output: Path, report: dict) -> dict:
     for row in rows:
         per_label[row["label"]] = per_label.get(row["label"], 0) + 1
     assert per_label == {
-        label: c["featurized"] for label, c in report["counts"]["per_label"].items()
+        label: c["featurized"]
+        for label, c in report["counts"]["per_label"].items()
         if c["featurized"]
     }
 
@@ -57,12 +58,15 @@ def check_outputs(spark, output: Path, report: dict) -> dict:
     by_path = {row["path"]: row for row in rows}
     for line in table[1:6]:
         assert line[1] == by_path[line[0]]["label"]
-        assert np.allclose([float(v) for v in line[2:]], by_path[line[0]]["pca_features"],
-                           rtol=1e-6, atol=1e-6)
+        assert np.allclose(
+            [float(v) for v in line[2:]], by_path[line[0]]["pca_features"], rtol=1e-6, atol=1e-6
+        )
 
     model = PipelineModel.load(str(output / "pca_model"))
-    again = {r["path"]: r["pca_features"] for r in project(model, features.drop(
-        "pca_features")).collect()}
+    again = {
+        r["path"]: r["pca_features"]
+        for r in project(model, features.drop("pca_features")).collect()
+    }
     for row in rows[:20]:
         assert np.allclose(again[row["path"]], row["pca_features"], atol=1e-4)
 
@@ -81,22 +85,38 @@ def check_outputs(spark, output: Path, report: dict) -> dict:
 
 def test_mixed_folder_reports_every_bad_file(spark, capsys, tmp_path, mixed_folder):
     output = tmp_path / "out"
-    report, printed = run_ok(capsys, "--input", str(mixed_folder), "--output", str(output),
-                             "--weights", "random:0", "--variance-threshold", "1.0")
+    report, printed = run_ok(
+        capsys,
+        "--input",
+        str(mixed_folder),
+        "--output",
+        str(output),
+        "--weights",
+        "random:0",
+        "--variance-threshold",
+        "1.0",
+    )
     assert report["counts"]["files_seen"] == 10
     assert report["counts"]["featurized"] == 6
     assert report["counts"]["rejected_by_reason"] == {
-        "empty": 1, "not_an_image": 1, "decompression_bomb": 1, "corrupt": 1,
+        "empty": 1,
+        "not_an_image": 1,
+        "decompression_bomb": 1,
+        "corrupt": 1,
     }
     assert report["pca"]["k"] == 6
-    rejected = {Path(r["path"]).name: r for r in spark.read.parquet(
-        str(output / "rejected")).collect()}
+    rejected = {
+        Path(r["path"]).name: r for r in spark.read.parquet(str(output / "rejected")).collect()
+    }
     assert set(rejected) == {"truncated.jpg", "empty.jpg", "notes.JPG", "bomb.png"}
     assert rejected["empty.jpg"]["label"] == "Apple Braeburn"
     check_outputs(spark, output, report)
     assert "NOT meaningful" in printed and "rejected         4" in printed
     assert report["weights"] == {
-        "source": "random:0", "kind": "random", "meaningful": False, "file_sha256": None,
+        "source": "random:0",
+        "kind": "random",
+        "meaningful": False,
+        "file_sha256": None,
         "arrays_sha256": report["weights"]["arrays_sha256"],
     }
 
@@ -105,8 +125,18 @@ def test_overwrite_replaces_a_previous_run(spark, capsys, tmp_path, mixed_folder
     output = tmp_path / "out"
     output.mkdir()
     (output / "stale.txt").write_text("from an older run")
-    report, _ = run_ok(capsys, "--input", str(mixed_folder), "--output", str(output),
-                       "--weights", "random:0", "--overwrite", "--limit", "4")
+    report, _ = run_ok(
+        capsys,
+        "--input",
+        str(mixed_folder),
+        "--output",
+        str(output),
+        "--weights",
+        "random:0",
+        "--overwrite",
+        "--limit",
+        "4",
+    )
     assert not (output / "stale.txt").exists()
     assert report["counts"]["files_seen"] == 4
     assert report["settings"]["limit"] == 4
@@ -116,8 +146,15 @@ def test_overwrite_replaces_a_previous_run(spark, capsys, tmp_path, mixed_folder
 def test_end_to_end_on_fruits360_test_split(spark, capsys, tmp_path, weights_files):
     source = shared_fruits("Test")
     output = tmp_path / "fruits-test"
-    report, printed = run_ok(capsys, "--input", str(source), "--output", str(output),
-                             "--weights", str(weights_files["legacy"]))
+    report, printed = run_ok(
+        capsys,
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--weights",
+        str(weights_files["legacy"]),
+    )
     counts = report["counts"]
     assert counts["files_seen"] == 2060 and counts["featurized"] == 2060
     assert counts["rejected"] == 0

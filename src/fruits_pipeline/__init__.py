@@ -1,2 +1,3 @@
 """fruits-pipeline."""
+
 __version__ = "0.1.0"

@@ -65,26 +65,60 @@ def build_parser(default_master: str | None) -> argparse.ArgumentParser:
         description="Read images (one folder per label), extract MobileNetV2 features, reduce "
         "them with a two-pass PCA, and write parquet, a CSV, the PCA model and report.json.",
     )
-    run.add_argument("--input", required=True, metavar="PATH_OR_URI",
-                     help="folder of images, searched recursively (local path, file: or s3://)")
-    run.add_argument("--output", required=True, metavar="PATH_OR_URI",
-                     help="folder to create for the results (local path, file: or s3://)")
-    run.add_argument("--weights", default="imagenet", metavar="SOURCE",
-                     help="imagenet (Keras download, the default), a MobileNetV2 weights file "
-                     "with top (.h5 legacy or .weights.h5; local or s3://), or random[:SEED] "
-                     "for offline runs whose features are not meaningful")
-    run.add_argument("--variance-threshold", type=_threshold, default=0.95, metavar="RATIO",
-                     help="keep the fewest components whose cumulative explained variance "
-                     "reaches this ratio, in (0, 1]; 1.0 keeps every component (default 0.95)")
-    run.add_argument("--batch-size", type=_positive, default=64, metavar="N",
-                     help="images per CNN batch and per Arrow batch (default 64)")
-    run.add_argument("--limit", type=_positive, default=None, metavar="N",
-                     help="process only the first N images by path")
-    run.add_argument("--overwrite", action="store_true",
-                     help="replace OUTPUT if it exists (without it, an existing OUTPUT is refused)")
-    run.add_argument("--master", default=default_master,
-                     help="Spark master (default: %(default)s)" if default_master else
-                     "Spark master (default: left to spark-submit)")
+    run.add_argument(
+        "--input",
+        required=True,
+        metavar="PATH_OR_URI",
+        help="folder of images, searched recursively (local path, file: or s3://)",
+    )
+    run.add_argument(
+        "--output",
+        required=True,
+        metavar="PATH_OR_URI",
+        help="folder to create for the results (local path, file: or s3://)",
+    )
+    run.add_argument(
+        "--weights",
+        default="imagenet",
+        metavar="SOURCE",
+        help="imagenet (Keras download, the default), a MobileNetV2 weights file "
+        "with top (.h5 legacy or .weights.h5; local or s3://), or random[:SEED] "
+        "for offline runs whose features are not meaningful",
+    )
+    run.add_argument(
+        "--variance-threshold",
+        type=_threshold,
+        default=0.95,
+        metavar="RATIO",
+        help="keep the fewest components whose cumulative explained variance "
+        "reaches this ratio, in (0, 1]; 1.0 keeps every component (default 0.95)",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=64,
+        metavar="N",
+        help="images per CNN batch and per Arrow batch (default 64)",
+    )
+    run.add_argument(
+        "--limit",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="process only the first N images by path",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it exists (without it, an existing OUTPUT is refused)",
+    )
+    run.add_argument(
+        "--master",
+        default=default_master,
+        help="Spark master (default: %(default)s)"
+        if default_master
+        else "Spark master (default: left to spark-submit)",
+    )
     run.add_argument("--quiet", action="store_true", help="log warnings only")
     return parser
 
@@ -160,7 +194,8 @@ def summary(report: dict) -> str:
         + (f" (sha256 {weights['file_sha256'][:12]}…)" if weights["file_sha256"] else ""),
         f"  model builds     driver {report['model_builds']['driver']}, "
         f"workers {report['model_builds']['workers']}",
-        "  seconds          " + ", ".join(
+        "  seconds          "
+        + ", ".join(
             f"{name} {secs:.1f}" for name, secs in report["seconds"].items() if name != "total"
         ),
         f"  output           {report['output']}",

@@ -9,8 +9,8 @@ broadcast network in batches.  An image that cannot be decoded becomes a row wit
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -74,7 +74,7 @@ class ExtractionCounters:
     batches: object
 
     @classmethod
-    def create(cls, spark: SparkSession) -> "ExtractionCounters":
+    def create(cls, spark: SparkSession) -> ExtractionCounters:
         context = spark.sparkContext
         return cls(context.accumulator(0), context.accumulator(0), context.accumulator(0))
 
@@ -104,7 +104,9 @@ def extract_features(
         extract = None
         for series in contents:
             if extract is None:
-                extract, built = cached_extractor(weights_key, lambda: weights.value, threads_per_task)
+                extract, built = cached_extractor(
+                    weights_key, lambda: weights.value, threads_per_task
+                )
                 if built:
                     model_builds.add(1)
             for start in range(0, len(series), batch_size):

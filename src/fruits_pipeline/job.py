@@ -12,7 +12,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
@@ -76,7 +76,7 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
     pca.PCAInputError) for inputs that cannot make a run; in every failure case nothing
     is left at OUTPUT.
     """
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     clock = StageClock()
     if spark_start_seconds:
         clock.seconds["spark_start"] = round(spark_start_seconds, 3)
@@ -101,14 +101,12 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
 
     location.begin()
     try:
-        report = _featurize_and_reduce(
-            spark, config, location, clock, listing, weights, broadcast
-        )
+        report = _featurize_and_reduce(spark, config, location, clock, listing, weights, broadcast)
         report.update(
             {
                 "run_id": uuid.uuid4().hex,
                 "started_at": started_at.isoformat(timespec="seconds"),
-                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
         )
         clock.seconds["total"] = round(sum(clock.seconds.values()), 3)
@@ -262,7 +260,9 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
 def _empty_file_rows(spark: SparkSession, paths: list[str]) -> DataFrame:
     """Rejected rows for zero-byte image files, shaped like ``extract_features``' output."""
     rows = [(p, label_from_path(p), None, "empty: the file has 0 bytes") for p in paths]
-    return spark.createDataFrame(rows, "path string, label string, features array<float>, error string")
+    return spark.createDataFrame(
+        rows, "path string, label string, features array<float>, error string"
+    )
 
 
 def _count(stored: DataFrame) -> dict:

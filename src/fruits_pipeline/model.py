@@ -11,8 +11,8 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -149,10 +149,12 @@ def calibrate_batchnorm(network, images: np.ndarray) -> None:
     """
     import keras
 
-    norms = [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     probe = keras.Model(network.input, [layer.input for layer in norms])
     inputs = probe(images, training=True)
-    for layer, value in zip(norms, inputs):
+    for layer, value in zip(norms, inputs, strict=False):
         value = np.asarray(value)
         gamma, beta, _, _ = layer.get_weights()
         layer.set_weights([gamma, beta, value.mean(axis=(0, 1, 2)), value.var(axis=(0, 1, 2))])
@@ -185,9 +187,7 @@ def load_weights(spec: WeightsSpec) -> LoadedWeights:
     started = time.perf_counter()
     file_sha256 = None
     if spec.kind == "random":
-        log.warning(
-            "using seeded RANDOM weights (seed %s): features are NOT meaningful", spec.seed
-        )
+        log.warning("using seeded RANDOM weights (seed %s): features are NOT meaningful", spec.seed)
         network = random_network(spec.seed or 0)
     elif spec.kind == "imagenet":
         path = _download_imagenet()
@@ -261,7 +261,9 @@ def cached_extractor(
     network.set_weights(arrays_source())
     features = feature_model(network)
     signature = tf.TensorSpec([None, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3], tf.float32)
-    compiled = tf.function(lambda batch: features(batch, training=False), input_signature=[signature])
+    compiled = tf.function(
+        lambda batch: features(batch, training=False), input_signature=[signature]
+    )
 
     def extract(batch: np.ndarray) -> np.ndarray:
         return compiled(tf.convert_to_tensor(batch)).numpy()

@@ -19,8 +19,8 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import fsspec
 
@@ -79,7 +79,7 @@ class OutputLocation:
     overwrite: bool
 
     @classmethod
-    def prepare(cls, uri: str, overwrite: bool) -> "OutputLocation":
+    def prepare(cls, uri: str, overwrite: bool) -> OutputLocation:
         """Check OUTPUT and choose the staging place; writes nothing.
 
         Raises OutputExistsError when OUTPUT exists and ``overwrite`` is False.

@@ -56,7 +56,9 @@ class PCAResult:
     rows: int
 
 
-def fit_two_pass_pca(features: DataFrame, threshold: float, input_col: str = "features") -> PCAResult:
+def fit_two_pass_pca(
+    features: DataFrame, threshold: float, input_col: str = "features"
+) -> PCAResult:
     """Fit scaler + two-pass PCA on ``features`` (an ``array<float>`` column).
 
     ``features`` should be persisted or read from storage: it is scanned several times.
@@ -78,11 +80,16 @@ def fit_two_pass_pca(features: DataFrame, threshold: float, input_col: str = "fe
         cumulative = np.cumsum(ratios)
         log.info(
             "PCA pass one: %d components, k=%d keeps %.4f of the variance (threshold %.4f)",
-            ratios.size, k, cumulative[k - 1], threshold,
+            ratios.size,
+            k,
+            cumulative[k - 1],
+            threshold,
         )
-        second = first if k == ratios.size else PCA(
-            k=k, inputCol=SCALED_COL, outputCol=PCA_VECTOR_COL
-        ).fit(scaled)
+        second = (
+            first
+            if k == ratios.size
+            else PCA(k=k, inputCol=SCALED_COL, outputCol=PCA_VECTOR_COL).fit(scaled)
+        )
     finally:
         scaled.unpersist()
     return PCAResult(
@@ -94,8 +101,12 @@ def fit_two_pass_pca(features: DataFrame, threshold: float, input_col: str = "fe
     )
 
 
-def project(model: PipelineModel, features: DataFrame, input_col: str = "features",
-            output_col: str = "pca_features") -> DataFrame:
+def project(
+    model: PipelineModel,
+    features: DataFrame,
+    input_col: str = "features",
+    output_col: str = "pca_features",
+) -> DataFrame:
     """Return ``features`` with ``output_col``: the ``array<float>`` projection by ``model``."""
     with_vector = features.withColumn(VECTOR_COL, array_to_vector(input_col))
     projected = model.transform(with_vector)

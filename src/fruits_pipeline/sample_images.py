@@ -39,7 +39,7 @@ def draw_fruit(kind: str, rng: np.random.Generator, size: int = 100) -> Image.Im
     cx, cy = size / 2 + rng.uniform(-6, 6), size / 2 + rng.uniform(-4, 6)
     rx, ry = scale * width / 1.2, scale * height
     jitter = rng.integers(-25, 26, size=3)
-    body = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(colour, jitter))
+    body = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(colour, jitter, strict=False))
     draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=body)
     shade = tuple(int(c * 0.7) for c in body)
     draw.ellipse((cx - rx * 0.2, cy + ry * 0.2, cx + rx * 0.9, cy + ry * 0.95), fill=shade)
@@ -47,7 +47,9 @@ def draw_fruit(kind: str, rng: np.random.Generator, size: int = 100) -> Image.Im
     light = tuple(min(255, int(c * 1.3) + 30) for c in body)
     hx, hy = cx - rx * 0.45, cy - ry * 0.45
     draw.ellipse((hx - rx * 0.18, hy - ry * 0.12, hx + rx * 0.18, hy + ry * 0.12), fill=light)
-    draw.line((cx, cy - ry, cx + rng.uniform(-5, 5), cy - ry - size * 0.1), fill=(80, 50, 20), width=3)
+    draw.line(
+        (cx, cy - ry, cx + rng.uniform(-5, 5), cy - ry - size * 0.1), fill=(80, 50, 20), width=3
+    )
     angle = float(rng.uniform(-30, 30))
     image = image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
     return image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.0))))

@@ -23,8 +23,9 @@ LOCAL_CONF = {
 }
 
 
-def build_spark(master: str | None, app_name: str = "fruits-pipeline",
-                extra_conf: dict[str, str] | None = None) -> SparkSession:
+def build_spark(
+    master: str | None, app_name: str = "fruits-pipeline", extra_conf: dict[str, str] | None = None
+) -> SparkSession:
     """Return a SparkSession for the job, reusing the active one if there is one.
 
     ``master`` None leaves the master to spark-submit (as on EMR); a ``local[...]`` master

@@ -1,0 +1,74 @@
+"""Everything the job reads or writes through S3 outside Spark (weights, CSV, report),
+against a real moto server."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import boto3
+import pytest
+
+from fruits_pipeline import outputs
+from fruits_pipeline.job import write_features_csv
+from fruits_pipeline.model import WeightsError, load_weights, parse_weights_spec
+
+
+@pytest.fixture
+def bucket(moto_endpoint, request):
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    name = "fruits-" + request.node.name.lower().replace("_", "-")[:40]
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    return name
+
+
+def read_object(bucket: str, key: str) -> str:
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body.decode("utf-8")
+
+
+def test_report_and_exists_and_remove_on_s3(bucket):
+    uri = f"s3://{bucket}/runs/1/output"
+    assert not outputs.exists(uri)
+    outputs.OutputLocation.prepare(uri, overwrite=False)  # nothing there yet: fine
+    outputs.write_json(outputs.join(uri, "report.json"), {"k": 12, "label": "Pêche plate"})
+    assert outputs.exists(uri)
+    assert outputs.read_json(outputs.join(uri, "report.json"))["label"] == "Pêche plate"
+    assert '"k": 12' in read_object(bucket, "runs/1/output/report.json")
+    with pytest.raises(outputs.OutputExistsError, match="--overwrite"):
+        outputs.OutputLocation.prepare(uri, overwrite=False)
+    location = outputs.OutputLocation.prepare(uri + "/", overwrite=True)
+    assert location.in_place and location.final == uri
+    location.begin()  # removes the previous run
+    assert not outputs.exists(uri)
+
+
+@pytest.mark.spark
+def test_features_csv_streams_to_s3(spark, bucket):
+    rows = [
+        (f"s3://{bucket}/in/Kiwi/{i}.jpg", "Kiwi, green", [float(i), -i / 3.0]) for i in range(2500)
+    ]
+    frame = spark.createDataFrame(rows, "path string, label string, pca_features array<float>")
+    uri = f"s3a://{bucket}/out/features_pca.csv"  # EMRFS/S3A style URIs work too
+    assert write_features_csv(frame.repartition(3), uri, k=2) == 2500
+    table = list(csv.reader(io.StringIO(read_object(bucket, "out/features_pca.csv"))))
+    assert table[0] == ["path", "label", "pc_1", "pc_2"]
+    assert len(table) == 2501
+    assert [line[0] for line in table[1:]] == sorted(r[0] for r in rows)
+    first = dict(zip(table[0], table[1], strict=False))
+    assert first["label"] == "Kiwi, green"  # quoted, not split
+    assert float(first["pc_2"]) == pytest.approx(-0.0)
+
+
+def test_weights_file_from_s3(bucket, weights_files):
+    local = load_weights(parse_weights_spec(str(weights_files["keras3"])))
+    boto3.client("s3").upload_file(str(weights_files["keras3"]), bucket, "models/w.weights.h5")
+    remote = load_weights(parse_weights_spec(f"s3://{bucket}/models/w.weights.h5"))
+    assert remote.file_sha256 == local.file_sha256
+    assert remote.arrays_sha256 == local.arrays_sha256
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_weights(parse_weights_spec(f"s3://{bucket}/models/missing.h5"))
