@@ -11,7 +11,8 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -323,37 +324,30 @@ def _load_network_from_file(path: str, shown_as: str | None):
         ) from None
 
 
-class _local_copy:
-    """Context manager: a local path for a weights location, downloading ``s3://`` URIs."""
+@contextmanager
+def _local_copy(location: str) -> Iterator[str]:
+    """Yield a local path for a weights location, downloading ``s3://`` URIs to a temporary
+    folder (removed afterwards).  Raises WeightsError when the file is not there."""
+    if not location.startswith("s3://"):
+        path = _local_path(location)
+        if not os.path.isfile(path):
+            raise WeightsError(f"weights file {location!r} does not exist")
+        yield path
+        return
+    import fsspec
 
-    def __init__(self, location: str):
-        self.location = location
-        self._tmp: tempfile.TemporaryDirectory | None = None
-
-    def __enter__(self) -> str:
-        if not self.location.startswith("s3://"):
-            path = _local_path(self.location)
-            if not os.path.isfile(path):
-                raise WeightsError(f"weights file {self.location!r} does not exist")
-            return path
-        import fsspec
-
-        self._tmp = tempfile.TemporaryDirectory(prefix="fruits-weights-")
+    with tempfile.TemporaryDirectory(prefix="fruits-weights-") as folder:
         # keep the file name: Keras picks the format from the extension
-        local = os.path.join(self._tmp.name, self.location.rstrip("/").rsplit("/", 1)[-1])
+        local = os.path.join(folder, location.rstrip("/").rsplit("/", 1)[-1])
         try:
-            fsspec.filesystem("s3").get(self.location, local)
+            fsspec.filesystem("s3").get(location, local)
         except FileNotFoundError:
-            raise WeightsError(f"weights file {self.location!r} does not exist") from None
+            raise WeightsError(f"weights file {location!r} does not exist") from None
         except Exception as error:
             raise WeightsError(
-                f"cannot download weights {self.location!r}: {_first_line(error)}"
+                f"cannot download weights {location!r}: {_first_line(error)}"
             ) from None
-        return local
-
-    def __exit__(self, *exc) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        yield local
 
 
 def _local_path(location: str) -> str:
