@@ -29,11 +29,12 @@ def shared_fruits(split: str) -> Path:
 
 @pytest.fixture(scope="session")
 def spark():
-    """The one local SparkSession of the test session: 2 cores, no UI."""
+    """The one local SparkSession of the test session: 2 cores, a failed task retried once
+    (as on a cluster, where tasks are retried), no UI."""
     from fruits_pipeline.session import build_spark
 
     session = build_spark(
-        "local[2]",
+        "local[2,2]",
         app_name="fruits-pipeline-tests",
         extra_conf={
             "spark.ui.enabled": "false",

@@ -112,3 +112,20 @@ def test_preprocess_scales_to_minus_one_one():
     scaled = preprocess(np.full((1, 2, 2, 3), 255, dtype=np.uint8))
     assert scaled.dtype == np.float32 and np.allclose(scaled, 1.0)
     assert np.allclose(preprocess(batch)[0, 0, 0], [-1.0, 127 / 127.5 - 1, 1.0])
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped():
+    ramp = np.tile(np.linspace(0, 65535, 100, dtype=np.uint16), (100, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode.startswith("I")
+    array = decode_image(buffer.getvalue()).astype(int)
+    assert array[:, :20].mean() < 60 and array[:, -20:].mean() > 200  # dark to light
+    assert 100 < array.mean() < 155  # a ramp, not a white image
+
+
+def test_progressive_and_very_large_jpegs():
+    progressive = jpeg_bytes(noise_image(8, size=(300, 200)), progressive=True)
+    assert decode_image(progressive).shape == (224, 224, 3)
+    large = jpeg_bytes(noise_image(9, size=(6000, 4000)), quality=70)
+    assert decode_image(large).shape == (224, 224, 3)

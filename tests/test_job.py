@@ -32,8 +32,9 @@ def check_outputs(spark, output: Path, report: dict) -> dict:
     k = report["pca"]["k"]
     features = spark.read.parquet(str(output / "features"))
     rejected = spark.read.parquet(str(output / "rejected"))
-    assert features.columns == ["path", "label", "features", "pca_features"]
-    assert rejected.columns == ["path", "label", "error"]
+    identity = ["path", "label", "length", "modificationTime"]
+    assert features.columns == [*identity, "features", "pca_features"]
+    assert rejected.columns == [*identity, "error"]
     rows = features.collect()
     counts = report["counts"]
     assert len(rows) == counts["featurized"]
@@ -80,6 +81,7 @@ def check_outputs(spark, output: Path, report: dict) -> dict:
     assert report["cnn"]["calls_per_image"] == 1.0
     assert 1 <= report["model_builds"]["workers"] <= 2  # once per Python worker (local[2])
     assert not [p for p in output.parent.iterdir() if ".incomplete-" in p.name]
+    assert (output / "_SUCCESS").exists()
     return {"rows": rows, "table": table}
 
 
@@ -103,6 +105,7 @@ def test_mixed_folder_reports_every_bad_file(spark, capsys, tmp_path, mixed_fold
         "not_an_image": 1,
         "decompression_bomb": 1,
         "corrupt": 1,
+        "unreadable": 0,
     }
     assert report["pca"]["k"] == 6
     rejected = {

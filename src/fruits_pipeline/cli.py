@@ -113,6 +113,13 @@ def build_parser(default_master: str | None) -> argparse.ArgumentParser:
         help="replace OUTPUT if it exists (without it, an existing OUTPUT is refused)",
     )
     run.add_argument(
+        "--incremental",
+        action="store_true",
+        help="update the finished run at OUTPUT: reuse the features of images whose path, "
+        "size and modification time are unchanged, featurize only new or changed ones, drop "
+        "removed ones, and refit the PCA (implies --overwrite)",
+    )
+    run.add_argument(
         "--master",
         default=default_master,
         help="Spark master (default: %(default)s)"
@@ -120,7 +127,110 @@ def build_parser(default_master: str | None) -> argparse.ArgumentParser:
         else "Spark master (default: left to spark-submit)",
     )
     run.add_argument("--quiet", action="store_true", help="log warnings only")
+    _add_result_commands(commands, default_master)
     return parser
+
+
+def _add_result_commands(commands, default_master: str | None) -> None:
+    """Add ``evaluate`` and ``transform`` (issue 6), run by evaluate.py and transform.py."""
+    master_help = (
+        "Spark master (default: %(default)s)"
+        if default_master
+        else "Spark master (default: left to spark-submit)"
+    )
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="train a linear probe on a run's pca_features and report its test accuracy",
+        description="Train Spark ML's multinomial LogisticRegression on the pca_features of "
+        "the images under a Training folder, test it on those under a Test folder, and add "
+        "accuracy, macro-F1, the worst classes and a confusion matrix to OUTPUT's report.",
+    )
+    evaluate.add_argument("output", metavar="OUTPUT", help="a finished run (local or s3://)")
+    evaluate.add_argument(
+        "--train-split",
+        default="Training",
+        metavar="NAME",
+        help="folder name of the training images (default Training)",
+    )
+    evaluate.add_argument(
+        "--test-split",
+        default="Test",
+        metavar="NAME",
+        help="folder name of the test images (default Test)",
+    )
+    evaluate.add_argument(
+        "--max-iter",
+        type=_positive,
+        default=100,
+        metavar="N",
+        help="LogisticRegression iterations at most (default 100)",
+    )
+    evaluate.add_argument(
+        "--reg-param",
+        type=_non_negative,
+        default=0.0,
+        metavar="X",
+        help="L2 regularisation (default 0.0)",
+    )
+    evaluate.add_argument("--master", default=default_master, help=master_help)
+    evaluate.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    transform = commands.add_parser(
+        "transform",
+        help="project new images with a finished run's weights and saved PCA (no refit)",
+        description="Featurize the images under --input with the weights of the run at "
+        "--model (checked by sha256) and project them with its pca_model/, without refitting; "
+        "write the same layout as run under --output.",
+    )
+    transform.add_argument(
+        "--model",
+        required=True,
+        metavar="OUTPUT",
+        help="a finished run whose pca_model/ projects the new images",
+    )
+    transform.add_argument(
+        "--input",
+        required=True,
+        metavar="PATH_OR_URI",
+        help="folder of new images, searched recursively",
+    )
+    transform.add_argument(
+        "--output", required=True, metavar="PATH_OR_URI", help="folder to create for the results"
+    )
+    transform.add_argument(
+        "--weights",
+        default=None,
+        metavar="SOURCE",
+        help="weights to featurize with (default: the source recorded in "
+        "the model's report.json); their arrays' sha256 must match it",
+    )
+    transform.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=64,
+        metavar="N",
+        help="images per CNN batch and per Arrow batch (default 64)",
+    )
+    transform.add_argument(
+        "--limit",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="process only the first N images by path",
+    )
+    transform.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    transform.add_argument("--master", default=default_master, help=master_help)
+    transform.add_argument("--quiet", action="store_true", help="log warnings only")
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None, default_master: str | None = "local[*]") -> int:
@@ -135,6 +245,14 @@ def main(argv: list[str] | None = None, default_master: str | None = "local[*]")
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.command == "evaluate":
+        from fruits_pipeline.evaluate import evaluate_command
+
+        return evaluate_command(args)
+    if args.command == "transform":
+        from fruits_pipeline.transform import transform_command
+
+        return transform_command(args)
     return run_command(args)
 
 
@@ -156,8 +274,10 @@ def run_command(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             limit=args.limit,
             overwrite=args.overwrite,
+            incremental=args.incremental,
         )
-        outputs.OutputLocation.prepare(config.output, config.overwrite)  # fail before Spark
+        # fail before Spark starts
+        outputs.OutputLocation.prepare(config.output, config.overwrite or config.incremental)
     except bad_input as error:
         return _usage_error(str(error))
 
@@ -181,6 +301,7 @@ def run_command(args: argparse.Namespace) -> int:
 def summary(report: dict) -> str:
     """Return the short human summary printed at the end of a run."""
     counts, pca, weights = report["counts"], report["pca"], report["weights"]
+    memory = report.get("memory_peak_mb", {})
     reasons = ", ".join(f"{n} {r}" for r, n in counts["rejected_by_reason"].items() if n)
     lines = [
         "",
@@ -198,10 +319,19 @@ def summary(report: dict) -> str:
         + ", ".join(
             f"{name} {secs:.1f}" for name, secs in report["seconds"].items() if name != "total"
         ),
+        f"  peak memory      driver JVM {_mb(memory.get('driver_jvm'))}, driver Python "
+        f"{_mb(memory.get('driver_python'))}, Python worker {_mb(memory.get('python_worker_max'))}",
         f"  output           {report['output']}",
         f"    features/ rejected/ pca_model/ {report['outputs']['csv'].rsplit('/', 1)[-1]} "
         "report.json",
     ]
+    if "incremental" in report:
+        inc = report["incremental"]
+        lines.insert(
+            5,
+            f"  incremental      {inc['reused']} reused, {inc['new']} new, {inc['changed']} "
+            f"changed, {inc['removed']} removed",
+        )
     if not weights["meaningful"]:
         banner = "!" * 78
         lines += [
@@ -212,6 +342,10 @@ def summary(report: dict) -> str:
             banner,
         ]
     return "\n".join(lines)
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} MB"
 
 
 def _usage_error(message: str) -> int:

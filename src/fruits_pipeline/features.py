@@ -9,6 +9,7 @@ broadcast network in batches.  An image that cannot be decoded becomes a row wit
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,24 +34,29 @@ EXTRACTION_TYPE = StructType(
 
 
 def read_images(spark: SparkSession, uri: str) -> DataFrame:
-    """Return ``path``, ``label``, ``content`` (bytes) and ``length`` for every image under
-    ``uri``, searched recursively.
+    """Return ``path``, ``label``, ``content`` (bytes), ``length`` (bytes) and
+    ``modificationTime`` for every image under ``uri`` (a Spark URI), searched recursively.
 
     Only ``.jpg``, ``.jpeg`` and ``.png`` files in any letter case are kept; hidden files
-    (``.name``, ``_name``) are skipped by Spark's listing.  The label is the image's parent
-    folder name.
+    and folders (``.name``, ``_name``) are skipped by Spark's listing.  The label is the
+    image's parent folder name, ``""`` for files directly in ``uri``.  A file that vanishes
+    or cannot be read after listing is skipped by the scan instead of failing the job; the
+    job reports it as ``unreadable``.
     """
     frame = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
         .option("pathGlobFilter", IMAGE_GLOB)
+        .option("ignoreMissingFiles", "true")
+        .option("ignoreCorruptFiles", "true")
         .load(uri)
     )
     return frame.select(
         "path",
-        label_column("path").alias("label"),
+        label_column("path", root=uri).alias("label"),
         "content",
         "length",
+        "modificationTime",
     )
 
 
@@ -58,11 +64,21 @@ def read_images(spark: SparkSession, uri: str) -> DataFrame:
 _URI_PATH = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]*|[A-Za-z][A-Za-z0-9+.-]*:)?(.*)$"
 
 
-def label_column(path_col: str):
+def label_column(path_col: str, root: str | None = None):
     """Spark column computing ``images.label_from_path``: the parent folder's name."""
     key = F.regexp_extract(F.col(path_col), _URI_PATH, 1)
     parts = F.split(key, "/")
-    return F.when(F.size(parts) >= 2, F.element_at(parts, -2)).otherwise(F.lit(""))
+    label = F.when(F.size(parts) >= 2, F.element_at(parts, -2)).otherwise(F.lit(""))
+    if root is None:
+        return label
+    parent = F.regexp_extract(F.col(path_col), r"^(.*)/[^/]*$", 1)
+    return F.when(parent == F.lit(root.rstrip("/")), F.lit("")).otherwise(label)
+
+
+#: Test hook: when this variable names a file that does not exist yet, the first Python
+#: worker to finish a batch creates the file and dies with ``os._exit`` (a hard crash, as a
+#: killed executor).  Only tests set it; it fires exactly once per marker file.
+CRASH_ONCE_ENV = "FRUITS_PIPELINE_TEST_CRASH_ONCE"
 
 
 @dataclass
@@ -72,11 +88,19 @@ class ExtractionCounters:
     model_builds: object
     images_inferred: object
     batches: object
+    worker_peak_rss_mb: object
 
     @classmethod
     def create(cls, spark: SparkSession) -> ExtractionCounters:
+        from fruits_pipeline.memory import MaxParam
+
         context = spark.sparkContext
-        return cls(context.accumulator(0), context.accumulator(0), context.accumulator(0))
+        return cls(
+            context.accumulator(0),
+            context.accumulator(0),
+            context.accumulator(0),
+            context.accumulator(0.0, MaxParam()),
+        )
 
 
 def extract_features(
@@ -87,8 +111,8 @@ def extract_features(
     batch_size: int = 64,
     threads_per_task: int = 1,
 ) -> DataFrame:
-    """Return ``path``, ``label``, ``features`` (``array<float>`` of 1280, null on error) and
-    ``error`` (null on success) for every row of ``images``.
+    """Return the columns of ``images`` but ``content``, plus ``features``
+    (``array<float>`` of 1280, null on error) and ``error`` (null on success).
 
     ``weights`` is the broadcast list of MobileNetV2 weight arrays; ``weights_key`` names
     them, so that each Python worker builds the network once and reuses it.  Nothing runs
@@ -97,8 +121,10 @@ def extract_features(
     model_builds = counters.model_builds
     images_inferred = counters.images_inferred
     batches = counters.batches
+    worker_peak = counters.worker_peak_rss_mb
 
     def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        from fruits_pipeline.memory import own_peak_rss_mb
         from fruits_pipeline.model import cached_extractor
 
         extract = None
@@ -110,15 +136,29 @@ def extract_features(
                 if built:
                     model_builds.add(1)
             for start in range(0, len(series), batch_size):
-                chunk = series.iloc[start : start + batch_size]
-                frame = featurize_batch(chunk, extract)
+                frame = featurize_batch(series.iloc[start : start + batch_size], extract)
                 images_inferred.add(int(frame["features"].notna().sum()))
                 batches.add(1)
+                _crash_once_for_tests()
                 yield frame
+        worker_peak.add(own_peak_rss_mb())
 
     udf = F.pandas_udf(featurize, EXTRACTION_TYPE)  # type: ignore[call-overload]
-    result = images.select("path", "label", udf("content").alias("_x"))
-    return result.select("path", "label", "_x.features", "_x.error")
+    kept = [name for name in images.columns if name != "content"]
+    result = images.select(*kept, udf("content").alias("_x"))
+    return result.select(*kept, "_x.features", "_x.error")
+
+
+def _crash_once_for_tests() -> None:
+    marker = os.environ.get(CRASH_ONCE_ENV)
+    if not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    log.error("test hook %s: this Python worker dies now", CRASH_ONCE_ENV)
+    os._exit(17)
 
 
 def featurize_batch(contents: pd.Series, extract) -> pd.DataFrame:

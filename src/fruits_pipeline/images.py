@@ -29,7 +29,7 @@ MAX_IMAGE_PIXELS = 50_000_000
 
 
 #: Why an image was rejected: the first word of its error message.
-REJECT_REASONS = ("empty", "not_an_image", "decompression_bomb", "corrupt")
+REJECT_REASONS = ("empty", "not_an_image", "decompression_bomb", "corrupt", "unreadable")
 
 
 class ImageDecodeError(ValueError):
@@ -54,13 +54,17 @@ def is_image_path(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def label_from_path(path: str) -> str:
+def label_from_path(path: str, root: str | None = None) -> str:
     """Return the label of an image: the name of its parent folder, exactly as written.
 
     Works for plain paths and for URIs (``file:/…``, ``file:///…``, ``s3://bucket/…``).
-    Spaces and non-ASCII characters are kept.  A file directly at a bucket's root has no
-    parent folder and gets the empty label ``""``.
+    Spaces and non-ASCII characters are kept.  A file directly in the input folder ``root``
+    (written as Spark writes paths, e.g. ``file:/data/in``), or at a bucket's root, has no
+    class folder and gets the empty label ``""``.
     """
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if root is not None and parent == root.rstrip("/"):
+        return ""
     parts = urlsplit(path)
     key = parts.path if parts.scheme else path
     return PurePosixPath(key).parent.name
@@ -89,7 +93,7 @@ def decode_image(content: bytes, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
                         f"{width}x{height} pixels is over the limit of {MAX_IMAGE_PIXELS}",
                     )
                 image = ImageOps.exif_transpose(image)
-                rgb = image.convert("RGB")
+                rgb = _to_8bit(image).convert("RGB")
                 resized = rgb.resize((size, size), Image.Resampling.BICUBIC)
                 return np.asarray(resized, dtype=np.uint8)
     except ImageDecodeError:
@@ -100,6 +104,15 @@ def decode_image(content: bytes, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
         raise ImageDecodeError("decompression_bomb", str(error)) from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageDecodeError("corrupt", f"{type(error).__name__}: {error}") from None
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Return 16-bit and 32-bit integer grayscale images scaled to 8 bits ("L"); Pillow's
+    own conversion would clip them to 255 (a white image).  Other modes pass through."""
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.getextrema()[1] > 255):
+        values = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+    return image
 
 
 def preprocess(batch: np.ndarray) -> np.ndarray:

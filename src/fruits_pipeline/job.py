@@ -6,22 +6,22 @@
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.utils import AnalysisException
 
 from fruits_pipeline import outputs
-from fruits_pipeline.features import ExtractionCounters, extract_features, read_images
-from fruits_pipeline.images import REJECT_REASONS, label_from_path
+from fruits_pipeline.features import ExtractionCounters, extract_features
+from fruits_pipeline.images import REJECT_REASONS
+from fruits_pipeline.incremental import find_previous_run, plan_incremental
+from fruits_pipeline.listing import InputError, Listing, list_images, missing_rows
+from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak_rss_mb
 from fruits_pipeline.model import WeightsSpec, load_weights
 from fruits_pipeline.outputs import OutputLocation
 from fruits_pipeline.pca import fit_two_pass_pca, project
@@ -33,10 +33,8 @@ FEATURES = "features"
 REJECTED = "rejected"
 CSV_NAME = "features_pca.csv"
 PCA_MODEL = "pca_model"
-
-
-class InputError(ValueError):
-    """The input cannot make a run: missing, empty, no images, too few valid images."""
+EMPTY_ERROR = "empty: the file has 0 bytes"
+UNREADABLE_ERROR = "unreadable: listed, but it vanished or could not be read"
 
 
 @dataclass
@@ -50,6 +48,7 @@ class JobConfig:
     batch_size: int = 64
     limit: int | None = None
     overwrite: bool = False
+    incremental: bool = False
 
 
 class StageClock:
@@ -74,34 +73,38 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
 
     Raises InputError (and outputs.OutputExistsError, model.WeightsError,
     pca.PCAInputError) for inputs that cannot make a run; in every failure case nothing
-    is left at OUTPUT.
+    at OUTPUT looks like a finished run.
     """
     started_at = datetime.now(UTC)
     clock = StageClock()
     if spark_start_seconds:
         clock.seconds["spark_start"] = round(spark_start_seconds, 3)
-    location = OutputLocation.prepare(config.output, config.overwrite)
+    location = OutputLocation.prepare(config.output, config.overwrite or config.incremental)
 
     # 1. Read: list the images (the CNN runs later, once, on their bytes).
     with clock.stage("list"):
         listing = list_images(spark, config.input, config.limit)
-        files_seen = listing.files_seen
-        if files_seen == 0:
+        if listing.files_seen == 0:
             raise InputError(f"no images (.jpg, .jpeg, .png) found under {config.input!r}")
-        if files_seen < 2:
-            raise InputError(
-                f"only {files_seen} image under {config.input!r}: PCA needs at least 2"
-            )
-        log.info("found %d images under %s", files_seen, config.input)
+        if listing.files_seen < 2:
+            raise InputError(f"only 1 image under {config.input!r}: PCA needs at least 2")
+        log.info("found %d images under %s", listing.files_seen, config.input)
 
     # 2. Model: load the weights once on the driver and broadcast them.
     with clock.stage("model"):
         weights = load_weights(config.weights)
         broadcast = spark.sparkContext.broadcast(weights.arrays)
 
-    location.begin()
+    previous = None
+    if config.incremental:
+        previous = find_previous_run(
+            spark, location.final, weights.arrays_sha256, FEATURES, REJECTED
+        )
+    location.begin(keep_previous=previous is not None)
     try:
-        report = _featurize_and_reduce(spark, config, location, clock, listing, weights, broadcast)
+        report = _featurize_and_reduce(
+            spark, config, location, clock, listing, weights, broadcast, previous
+        )
         report.update(
             {
                 "run_id": uuid.uuid4().hex,
@@ -111,8 +114,13 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
         )
         clock.seconds["total"] = round(sum(clock.seconds.values()), 3)
         report["seconds"] = clock.seconds
-        # Written last: on S3 a folder without report.json is not a finished run.
+        report["memory_peak_mb"]["driver_python"] = own_peak_rss_mb()
+        from fruits_pipeline.html_report import write_visuals  # plots/ and report.html
+
+        write_visuals(spark, location, report)
+        # Written last: on S3 a folder without report.json and _SUCCESS is not a finished run.
         outputs.write_json(location.path(outputs.REPORT_NAME), report)
+        outputs.write_text(location.path(outputs.SUCCESS_NAME), "")
         location.publish()
     except BaseException:
         location.discard()
@@ -122,98 +130,62 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
     return report
 
 
-@dataclass
-class Listing:
-    """The images a run will read: ``images`` (see ``features.read_images``) and the
-    zero-byte image files, which Spark's scan skips and the run reports as rejected."""
-
-    images: DataFrame
-    files_seen: int
-    empty_paths: list[str]
-
-
-def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
-    """List the images under ``uri``; keep the first ``limit`` by path when given.
-
-    Reads no image bytes.  Raises InputError when ``uri`` does not exist.
-    """
-    if not outputs.is_remote(uri):
-        path = outputs.local_path(uri)
-        if not os.path.exists(path):
-            raise InputError(f"input {uri!r} does not exist")
-        if not os.path.isdir(path):
-            raise InputError(f"input {uri!r} is not a folder")
-    try:
-        images = read_images(spark, outputs.spark_uri(uri))
-        scanned = {row["path"] for row in images.select("path").collect()}
-        indexed = {hadoop_path_string(name) for name in images.inputFiles()}
-    except AnalysisException as error:
-        raise InputError(f"cannot read input {uri!r}: {str(error).splitlines()[0]}") from None
-    every = sorted(indexed | scanned)
-    if limit and limit < len(every):
-        every = every[:limit]
-        keep = spark.createDataFrame([(p,) for p in every], "path string")
-        images = images.join(F.broadcast(keep), "path", "left_semi")
-    empty = [p for p in every if p not in scanned]
-    return Listing(images=images, files_seen=len(every), empty_paths=empty)
-
-
-def hadoop_path_string(uri: str) -> str:
-    """Return a file URI as Spark's ``path`` column writes it (``DataFrame.inputFiles``
-    gives ``file:///a%20b/x.jpg`` where the column holds ``file:/a b/x.jpg``)."""
-    text = unquote(uri)
-    return "file:/" + text[len("file:///") :] if text.startswith("file:///") else text
-
-
-def _featurize_and_reduce(spark, config, location, clock, listing, weights, broadcast):
-    files_seen = listing.files_seen
+def _featurize_and_reduce(spark, config, location, clock, listing, weights, broadcast, previous):
     # 3. Features: the CNN runs once per image; its output is written before the PCA
     #    passes, which read it back instead of recomputing it.
     with clock.stage("extract"):
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
         counters = ExtractionCounters.create(spark)
+        images, plan = listing.images, None
+        if previous is not None:
+            plan = plan_incremental(images, previous)
+            images = plan.to_featurize
         extracted = extract_features(
-            listing.images,
+            images,
             broadcast,
             weights_key=weights.arrays_sha256,
             counters=counters,
             batch_size=config.batch_size,
             threads_per_task=int(spark.conf.get("spark.task.cpus", "1")),
         )
+        if plan is not None:
+            extracted = extracted.unionByName(plan.reused)
         if listing.empty_paths:
-            extracted = extracted.unionByName(_empty_file_rows(spark, listing.empty_paths))
+            empty = missing_rows(spark, listing, listing.empty_paths, EMPTY_ERROR)
+            extracted = extracted.unionByName(empty)
         extracted.write.mode("overwrite").parquet(location.spark_path(EXTRACTED))
+        _report_unreadable(spark, listing, location.spark_path(EXTRACTED))
     stored = spark.read.parquet(location.spark_path(EXTRACTED))
     counts = _count(stored)
     log.info("featurized %d images, rejected %d", counts["featurized"], counts["rejected"])
     if counts["featurized"] < 2:
         raise InputError(
-            f"only {counts['featurized']} of {files_seen} images could be decoded: "
+            f"only {counts['featurized']} of {listing.files_seen} images could be decoded: "
             "PCA needs at least 2"
         )
 
     # 4. PCA in two passes over the stored features.
-    valid = stored.where(F.col("error").isNull()).select("path", "label", "features")
+    valid = stored.where(F.col("error").isNull()).drop("error")
     with clock.stage("pca"):
         pca = fit_two_pass_pca(valid, config.variance_threshold)
 
     # 5. Write: parquet, the PCA model, the CSV.
     with clock.stage("write"):
-        project(pca.model, valid).write.parquet(location.spark_path(FEATURES))
-        stored.where(F.col("error").isNotNull()).select("path", "label", "error").write.parquet(
+        project(pca.model, valid).write.mode("overwrite").parquet(location.spark_path(FEATURES))
+        stored.where(F.col("error").isNotNull()).drop("features").write.mode("overwrite").parquet(
             location.spark_path(REJECTED)
         )
-        pca.model.write().save(location.spark_path(PCA_MODEL))
+        pca.model.write().overwrite().save(location.spark_path(PCA_MODEL))
         written = spark.read.parquet(location.spark_path(FEATURES))
         csv_rows = write_features_csv(written, location.path(CSV_NAME), pca.k)
         outputs.remove(location.path(EXTRACTED))
 
-    return {
+    report = {
         "status": "succeeded",
         "input": config.input,
         "output": location.final,
         "counts": {
-            "files_seen": files_seen,
+            "files_seen": listing.files_seen,
             "featurized": counts["featurized"],
             "rejected": counts["rejected"],
             "csv_rows": csv_rows,
@@ -238,11 +210,20 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
         "cnn": {
             "images_inferred": counters.images_inferred.value,
             "batches": counters.batches.value,
-            "calls_per_image": round(counters.images_inferred.value / counts["featurized"], 4),
+            "calls_per_image": round(
+                counters.images_inferred.value
+                / max(1, counts["featurized"] - (plan.counts["reused"] if plan else 0)),
+                4,
+            ),
+        },
+        "memory_peak_mb": {
+            "python_worker_max": counters.worker_peak_rss_mb.value or None,
+            "driver_jvm": _driver_jvm_peak(spark),
         },
         "settings": {
             "batch_size": config.batch_size,
             "limit": config.limit,
+            "incremental": config.incremental,
             "master": spark.sparkContext.master,
             "default_parallelism": spark.sparkContext.defaultParallelism,
         },
@@ -255,14 +236,32 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
             "report": location.final_path(outputs.REPORT_NAME),
         },
     }
+    if config.incremental:
+        report["incremental"] = {
+            "previous_run": plan is not None,
+            **(
+                plan.counts
+                if plan
+                else {"reused": 0, "new": listing.files_seen, "changed": 0, "removed": 0}
+            ),
+        }
+    return report
 
 
-def _empty_file_rows(spark: SparkSession, paths: list[str]) -> DataFrame:
-    """Rejected rows for zero-byte image files, shaped like ``extract_features``' output."""
-    rows = [(p, label_from_path(p), None, "empty: the file has 0 bytes") for p in paths]
-    return spark.createDataFrame(
-        rows, "path string, label string, features array<float>, error string"
-    )
+def _report_unreadable(spark: SparkSession, listing: Listing, extracted_uri: str) -> None:
+    """Append rejected rows for listed files the scan skipped (vanished or unreadable)."""
+    written = {row["path"] for row in spark.read.parquet(extracted_uri).select("path").collect()}
+    lost = [p for p in listing.paths if p not in written]
+    if lost:
+        log.warning("%d listed files could not be read: %s", len(lost), lost[:5])
+        missing_rows(spark, listing, lost, UNREADABLE_ERROR).write.mode("append").parquet(
+            extracted_uri
+        )
+
+
+def _driver_jvm_peak(spark: SparkSession) -> float | None:
+    pid = driver_jvm_pid(spark)
+    return process_peak_rss_mb(pid) if pid else None
 
 
 def _count(stored: DataFrame) -> dict:

@@ -5,9 +5,9 @@ through fsspec, so ``s3://`` (s3fs, honouring ``AWS_ENDPOINT_URL``) and local pa
 same way.
 
 A local output is built in a hidden sibling folder and renamed into place at the end, so a
-failed run never leaves a half-written OUTPUT.  On S3, where there is no rename, the run
-writes in place and ``report.json`` is written last: a folder without it is not a finished
-run.
+failed or killed run never leaves a half-written OUTPUT.  On S3, where there is no rename,
+the run first removes the old ``_SUCCESS`` and ``report.json``, writes in place, and writes
+``report.json`` then ``_SUCCESS`` last: a prefix without ``_SUCCESS`` is not a finished run.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import fsspec
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.json"
+SUCCESS_NAME = "_SUCCESS"
 
 
 class OutputExistsError(ValueError):
@@ -99,10 +100,17 @@ class OutputLocation:
     def in_place(self) -> bool:
         return self.final == self.staging
 
-    def begin(self) -> None:
-        """Make room for the run: on S3 with ``overwrite``, remove the old output."""
+    def begin(self, keep_previous: bool = False) -> None:
+        """Make room for the run.
+
+        On S3 the finished-run markers go first, so that a run that dies midway never looks
+        complete; with ``overwrite`` the old output goes too, unless ``keep_previous`` (an
+        incremental run reads it and overwrites it part by part).
+        """
         if self.in_place:
-            if self.overwrite and exists(self.final):
+            remove(join(self.final, SUCCESS_NAME))
+            remove(join(self.final, REPORT_NAME))
+            if self.overwrite and not keep_previous and exists(self.final):
                 log.info("removing the previous output at %s", self.final)
                 remove(self.final)
         else:
@@ -121,7 +129,8 @@ class OutputLocation:
         return join(self.final, *names)
 
     def publish(self) -> None:
-        """Move a local staging folder into place, replacing an old output."""
+        """Move a local staging folder into place, replacing an old output, and remove the
+        staging folders that killed runs left beside it."""
         if self.in_place:
             return
         if os.path.exists(self.final):
@@ -131,6 +140,11 @@ class OutputLocation:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(self.staging, self.final)
+        parent, name = os.path.split(self.final)
+        for entry in os.listdir(parent):
+            if entry.startswith(f".{name}.incomplete-"):
+                log.info("removing %s, left by an interrupted run", entry)
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
     def discard(self) -> None:
         """Remove whatever a failed run wrote."""
@@ -152,6 +166,12 @@ def write_json(uri: str, payload: dict) -> None:
     with fsspec.open(fsspec_uri(uri), "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, ensure_ascii=False, sort_keys=False)
         handle.write("\n")
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``uri`` (local or ``s3://``)."""
+    with fsspec.open(fsspec_uri(uri), "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def read_json(uri: str) -> dict:
