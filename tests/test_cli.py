@@ -170,3 +170,10 @@ def test_console_script_help_lists_the_options():
         "--master",
     ):
         assert option in result.stdout
+
+
+def test_progress_line():
+    from fruits_pipeline.progress import describe_progress
+
+    assert describe_progress([]) is None
+    assert describe_progress([(3, 10, 2, 258), (4, 0, 0, 8)]) == "10/266 tasks done, 2 running"

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
+from fruits_pipeline import __version__
 from fruits_pipeline.images import IMAGE_GLOB, MODEL_INPUT_SIZE, ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,18 @@ def extract_features(
     batches = counters.batches
     worker_peak = counters.worker_peak_rss_mb
 
+    driver_version = __version__
+
     def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        from fruits_pipeline import __version__ as worker_version
         from fruits_pipeline.memory import own_peak_rss_mb
         from fruits_pipeline.model import cached_extractor
 
+        if worker_version != driver_version:
+            raise RuntimeError(
+                f"executor runs fruits-pipeline {worker_version}, the driver {driver_version}: "
+                "ship the same package with --py-files or install the same wheel on every node"
+            )
         extract = None
         for series in contents:
             if extract is None:

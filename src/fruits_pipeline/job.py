@@ -25,6 +25,7 @@ from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak
 from fruits_pipeline.model import WeightsSpec, load_weights
 from fruits_pipeline.outputs import OutputLocation
 from fruits_pipeline.pca import fit_two_pass_pca, project
+from fruits_pipeline.progress import log_progress
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,8 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
         if listing.empty_paths:
             empty = missing_rows(spark, listing, listing.empty_paths, EMPTY_ERROR)
             extracted = extracted.unionByName(empty)
-        extracted.write.mode("overwrite").parquet(location.spark_path(EXTRACTED))
+        with log_progress(spark, "extract"):
+            extracted.write.mode("overwrite").parquet(location.spark_path(EXTRACTED))
         _report_unreadable(spark, listing, location.spark_path(EXTRACTED))
     stored = spark.read.parquet(location.spark_path(EXTRACTED))
     counts = _count(stored)
@@ -312,7 +314,10 @@ def versions(spark: SparkSession) -> dict[str, str]:
     import pyarrow
     import tensorflow
 
+    from fruits_pipeline import __version__
+
     return {
+        "fruits_pipeline": __version__,
         "python": platform.python_version(),
         "spark": spark.version,
         "tensorflow": tensorflow.__version__,

@@ -31,7 +31,7 @@ IMAGENET_ORIGIN = (
 )
 
 #: Number of synthetic images used to set BatchNorm statistics in ``random`` mode.
-CALIBRATION_IMAGES = 16
+CALIBRATION_IMAGES = 8
 
 
 class WeightsError(ValueError):

@@ -13,7 +13,9 @@ JOB_CONF = {
     "spark.python.worker.reuse": "true",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
-    "spark.ui.showConsoleProgress": "true",
+    # Spark's progress bar only where a person watches a terminal; log files get
+    # progress.log_progress lines instead.
+    "spark.ui.showConsoleProgress": "true" if sys.stderr.isatty() else "false",
 }
 
 #: Extra settings for a laptop run started by the console script (no spark-submit).
