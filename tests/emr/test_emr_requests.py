@@ -1,0 +1,401 @@
+"""The EMR kit without a server: the cluster configuration against botocore's own EMR
+model, and the submitter's pure request builders, guards and argument handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+SUBMITTER = ROOT / "scripts" / "submit_step.py"
+
+BASE = ["--bucket", "fruits-eu", "--input", "s3://fruits-eu/data/Test/", "--run-id", "r1"]
+
+
+def pins() -> dict[str, str]:
+    """Return pyproject.toml's [project] dependencies as {requirement line: name}."""
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        dependencies = tomllib.load(handle)["project"]["dependencies"]
+    return {line: line.split("==")[0].strip() for line in dependencies}
+
+
+def emr_input_shape(operation: str):
+    return botocore.session.get_session().get_service_model("emr").operation_model(operation)
+
+
+def validate(operation: str, params: dict) -> None:
+    """Raise botocore's ParamValidationError when ``params`` do not fit ``operation``."""
+    report = ParamValidator().validate(params, emr_input_shape(operation).input_shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def plan_for(submit_step, tmp_path, argv: list[str]):
+    options = submit_step.parse_options(argv)
+    return options, submit_step.make_plan(options, tmp_path)
+
+
+# --------------------------------------------------------------------------- cluster config
+
+
+def test_cluster_config_is_a_valid_run_job_flow_request(submit_step, tmp_path):
+    argv = [*BASE, "--create", "--subnet-id", "subnet-0abc", "--spot-task-nodes", "2"]
+    argv += ["--security-configuration", "fruits-sse-kms", "--spot-core"]
+    _, plan = plan_for(submit_step, tmp_path, argv)
+    body = plan.submit["params"]
+    assert plan.submit["operation"] == "RunJobFlow"
+    validate("RunJobFlow", body)  # botocore's own EMR service model
+    assert "${" not in json.dumps(body)
+    assert not [key for key in body if key.startswith("x-")]
+
+    assert body["ReleaseLabel"].startswith("emr-7.")
+    assert [a["Name"] for a in body["Applications"]] == ["Hadoop", "Spark"]
+    groups = {g["InstanceRole"]: g for g in body["Instances"]["InstanceGroups"]}
+    assert groups["MASTER"]["InstanceCount"] == 1
+    assert groups["CORE"]["InstanceCount"] == 2 and groups["CORE"]["Market"] == "SPOT"
+    assert groups["TASK"] == {**groups["TASK"], "Market": "SPOT", "InstanceCount": 2}
+    assert {g["InstanceType"] for g in groups.values()} == {"m5.xlarge"}
+    assert body["Instances"]["KeepJobFlowAliveWhenNoSteps"] is False
+    assert body["Instances"]["Ec2SubnetId"] == "subnet-0abc"
+    assert body["SecurityConfiguration"] == "fruits-sse-kms"
+    assert body["AutoTerminationPolicy"]["IdleTimeout"] >= 60
+    assert body["LogUri"] == "s3://fruits-eu/fruits-pipeline/runs/r1/logs/"
+    assert body["Steps"] == [plan.step]
+    action = body["BootstrapActions"][0]["ScriptBootstrapAction"]
+    assert action == {
+        "Path": "s3://fruits-eu/fruits-pipeline/runs/r1/code/bootstrap-emr.sh",
+        "Args": ["s3://fruits-eu/fruits-pipeline/runs/r1/code/"],
+    }
+    assert {"Key": "run-id", "Value": "r1"} in body["Tags"]
+
+
+def test_optional_parts_are_dropped_when_not_asked_for(submit_step, tmp_path):
+    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--create"])
+    body = plan.submit["params"]
+    validate("RunJobFlow", body)
+    assert "Ec2SubnetId" not in body["Instances"]
+    assert "SecurityConfiguration" not in body
+    roles = [g["InstanceRole"] for g in body["Instances"]["InstanceGroups"]]
+    assert roles == ["MASTER", "CORE"]  # no Spot task group of 0 nodes
+    assert body["Instances"]["InstanceGroups"][1]["Market"] == "ON_DEMAND"
+    assert body["ServiceRole"] == "EMR_DefaultRole"
+    assert body["JobFlowRole"] == "EMR_EC2_DefaultRole"
+
+
+def test_spark_settings_suit_the_job(submit_step):
+    template = submit_step.load_cluster_template()
+    by_class = {c["Classification"]: c for c in template["Configurations"]}
+    exports = by_class["spark-env"]["Configurations"][0]
+    assert exports["Classification"] == "export"
+    assert exports["Properties"]["PYSPARK_PYTHON"] == "/usr/bin/python3.11"
+    defaults = by_class["spark-defaults"]["Properties"]
+    assert defaults["spark.python.worker.reuse"] == "true"
+    assert int(defaults["spark.sql.execution.arrow.maxRecordsPerBatch"]) > 0
+    assert int(defaults["spark.executor.cores"]) % int(defaults["spark.task.cpus"]) == 0
+
+    # YARN on m5.xlarge offers about 12 GiB a node: the driver and one executor must fit
+    # on one node, with TensorFlow's memory (outside the JVM) in the overheads.
+    def mib(name: str) -> int:
+        value = defaults[name]
+        return int(value[:-1]) * {"m": 1, "g": 1024}[value[-1]]
+
+    executor = mib("spark.executor.memory") + mib("spark.executor.memoryOverhead")
+    driver = mib("spark.driver.memory") + mib("spark.driver.memoryOverhead")
+    assert mib("spark.executor.memoryOverhead") >= 2 * mib("spark.executor.memory")
+    assert driver + executor <= 12 * 1024
+    assert defaults["spark.pyspark.python"] == "/usr/bin/python3.11"
+    assert all(isinstance(v, str) for v in defaults.values())  # EMR wants strings
+
+
+def test_cluster_config_matches_the_project_pins(submit_step):
+    """The release's Spark is the PySpark the project pins; the region is the default one."""
+    template = submit_step.load_cluster_template()
+    pyspark_pin = next(line for line in pins() if line.startswith("pyspark==")).split("==")[1]
+    assert template["x-spark-version"].split("-")[0] == pyspark_pin
+    assert template["x-region"] == submit_step.DEFAULT_REGION == "eu-west-1"
+
+
+def test_fill_placeholders(submit_step):
+    fill = submit_step.fill_placeholders
+    node = {"a": "${N}", "b": "x-${S}-y", "c": ["${GONE}", "${S}"], "d": "${GONE}", "e": 3}
+    assert fill(node, {"N": 2, "S": "s", "GONE": None}) == {
+        "a": 2,
+        "b": "x-s-y",
+        "c": ["s"],
+        "e": 3,
+    }
+    with pytest.raises(KeyError):
+        fill({"a": "${MISSING}"}, {})
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def test_step_arguments(submit_step, tmp_path):
+    argv = [*BASE, "--create", "--", "--weights", "s3://models-eu/w.h5", "--limit", "50"]
+    _, plan = plan_for(submit_step, tmp_path, argv)
+    code = "s3://fruits-eu/fruits-pipeline/runs/r1/code/"
+    assert plan.step["HadoopJarStep"]["Jar"] == "command-runner.jar"
+    assert plan.step["ActionOnFailure"] == "TERMINATE_CLUSTER"
+    assert plan.step["HadoopJarStep"]["Args"] == [
+        "spark-submit",
+        "--deploy-mode",
+        "cluster",
+        "--conf",
+        "spark.yarn.maxAppAttempts=1",
+        "--py-files",
+        code + "fruits_pipeline.zip",
+        code + "spark_job.py",
+        "run",
+        "--input",
+        "s3://fruits-eu/data/Test/",
+        "--output",
+        "s3://fruits-eu/fruits-pipeline/runs/r1/output/",
+        "--weights",
+        "s3://models-eu/w.h5",
+        "--limit",
+        "50",
+    ]
+
+
+def test_step_on_a_running_cluster(submit_step, tmp_path):
+    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--cluster-id", "j-2AB3CD"])
+    assert plan.submit["operation"] == "AddJobFlowSteps"
+    validate("AddJobFlowSteps", plan.submit["params"])
+    assert plan.submit["params"]["JobFlowId"] == "j-2AB3CD"
+    assert plan.step["ActionOnFailure"] == "CONTINUE"  # never end someone else's cluster
+
+
+def test_layout_with_and_without_prefix(submit_step, tmp_path):
+    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--prefix", "/team/fruits/", "--create"])
+    assert [u["Key"] for u in plan.uploads] == [
+        "team/fruits/runs/r1/code/fruits_pipeline.zip",
+        "team/fruits/runs/r1/code/spark_job.py",
+        "team/fruits/runs/r1/code/bootstrap-emr.sh",
+        "team/fruits/runs/r1/code/requirements.txt",
+    ]
+    assert {u["ServerSideEncryption"] for u in plan.uploads} == {"AES256"}
+    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--prefix", "", "--create"])
+    assert plan.layout.output == "s3://fruits-eu/runs/r1/output/"
+    assert submit_step.make_run_id(datetime(2025, 1, 31, 14, 25, 1, tzinfo=UTC), "a1b2c3") == (
+        "20250131-142501-a1b2c3"
+    )
+
+
+def test_kms_uploads(submit_step, tmp_path):
+    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--create", "--kms-key-id", "alias/fruits"])
+    assert {(u["ServerSideEncryption"], u["SSEKMSKeyId"]) for u in plan.uploads} == {
+        ("aws:kms", "alias/fruits")
+    }
+
+
+# --------------------------------------------------------------------------- the code
+
+
+def test_requirements_are_the_pins_minus_pyspark(submit_step):
+    text = submit_step.requirements_text(ROOT / "pyproject.toml")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    expected = [line for line, name in pins().items() if name != "pyspark"]
+    assert lines == expected
+    assert all("==" in line for line in lines)  # exact pins only
+    assert any(line.startswith("tensorflow-cpu==") and "x86_64" in line for line in lines)
+
+
+def test_py_files_zip_is_complete_deterministic_and_importable(submit_step, tmp_path):
+    package = ROOT / "src" / "fruits_pipeline"
+    first = submit_step.build_py_files_zip(package, tmp_path / "a.zip")
+    second = submit_step.build_py_files_zip(package, tmp_path / "b.zip")
+    assert first.read_bytes() == second.read_bytes()
+    names = zipfile.ZipFile(first).namelist()
+    expected = sorted(
+        f"fruits_pipeline/{p.relative_to(package).as_posix()}"
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
+    assert names == expected and "fruits_pipeline/cli.py" in names
+    # Without site-packages (-S): the package comes from the zip alone.
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import fruits_pipeline.cli as c; "
+        "assert c.__file__.startswith(sys.argv[1]), c.__file__; print(c.PROG)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", probe, str(first)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "fruits-pipeline"
+
+
+def test_shared_file_names_are_the_jobs(submit_step):
+    from fruits_pipeline import outputs
+    from fruits_pipeline.html_report import HTML_NAME
+    from fruits_pipeline.job import CSV_NAME
+
+    assert set(submit_step.SHARED_FILES) == {CSV_NAME, HTML_NAME, outputs.REPORT_NAME}
+
+
+# --------------------------------------------------------------------------- guards
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-2", "eu-central-2", "ap-south-1"])
+def test_region_outside_the_eu_is_refused(submit_step, region):
+    with pytest.raises(submit_step.UsageError, match=f"region {region} is outside the EU"):
+        submit_step.parse_options([*BASE, "--create", "--region", region])
+    options = submit_step.parse_options([*BASE, "--create", "--region", region, "--allow-non-eu"])
+    assert options.region == region
+
+
+@pytest.mark.parametrize("region", sorted(["eu-west-1", "eu-central-1", "eu-north-1"]))
+def test_eu_regions_are_accepted(submit_step, region):
+    assert submit_step.parse_options([*BASE, "--create", "--region", region]).region == region
+
+
+def test_bucket_problems(submit_step):
+    blocked = dict.fromkeys(submit_step.PUBLIC_ACCESS_FLAGS, True)
+    kms = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]}
+    assert submit_step.bucket_problems(blocked, kms) == []
+    assert submit_step.bucket_problems(None, None) == [
+        "no Block Public Access configuration",
+        "no default encryption",
+    ]
+    half = {**blocked, "BlockPublicPolicy": False, "RestrictPublicBuckets": False}
+    assert submit_step.bucket_problems(half, kms) == [
+        "Block Public Access is off for BlockPublicPolicy, RestrictPublicBuckets"
+    ]
+    assert submit_step.region_of_location(None) == "us-east-1"
+    assert submit_step.region_of_location("EU") == "eu-west-1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([*BASE], "one of the arguments --create --cluster-id is required"),
+        ([*BASE, "--create", "--cluster-id", "j-1"], "not allowed with argument"),
+        (["--bucket", "Fruits_EU", "--input", "s3://x/", "--create"], "not a valid S3 bucket"),
+        (["--bucket", "fruits-eu", "--input", "/data/Test", "--create"], "must be an s3:// URI"),
+        ([*BASE, "--cluster-id", "cluster-1"], "expected j-"),
+        ([*BASE, "--cluster-id", "j-1AB", "--core-nodes", "4"], "only applies with --create"),
+        ([*BASE, "--create", "--prefix", "a/../b"], "'..' parts"),
+        ([*BASE, "--create", "--share-hours", "200"], "between 1 and 168"),
+        ([*BASE, "--create", "--", "--output", "s3://x/y"], "set by the submitter"),
+        ([*BASE, "--create", "--", "--out", "s3://x/y"], "set by the submitter"),
+        ([*BASE, "--create", "--", "--master", "yarn"], "set by the submitter"),
+        ([*BASE, "--create", "--", "--weights", "/home/me/w.h5"], "cannot read a local file"),
+        ([*BASE, "--create", "--", "--variance-threshold", "2"], "job option: argument"),
+        ([*BASE, "--create", "--", "--no-such-option"], "job option: unrecognized"),
+    ],
+)
+def test_wrong_arguments_are_one_line_and_exit_2(submit_step, capsys, argv, message):
+    assert submit_step.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("submit_step.py: error: ")
+
+
+def test_help_reads_well_and_the_script_runs_standalone():
+    done = subprocess.run(
+        [str(PYTHON), str(SUBMITTER), "--help"], capture_output=True, text=True, cwd="/"
+    )
+    assert done.returncode == 0, done.stderr
+    for words in ("--create", "--cluster-id", "--dry-run", "--share", "--allow-non-eu"):
+        assert words in done.stdout
+    assert "job options (after --)" in done.stdout
+    bad = subprocess.run([str(PYTHON), str(SUBMITTER), "--create"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0
+
+
+# --------------------------------------------------------------------------- watching
+
+
+def scripted(submit_step, states):
+    """Return a poll function that answers ``states`` (step, cluster[, reason]) in order."""
+    answers = iter(states)
+    return lambda: submit_step.StepStatus(*next(answers))
+
+
+def test_watch_prints_each_change_with_elapsed_time(submit_step):
+    clock = iter(range(0, 10_000, 30))
+    lines: list[str] = []
+    states = [
+        ("PENDING", "STARTING"),
+        ("PENDING", "STARTING"),
+        ("PENDING", "BOOTSTRAPPING"),
+        ("RUNNING", "RUNNING"),
+        ("RUNNING", "RUNNING"),
+        ("COMPLETED", "RUNNING"),
+    ]
+    result = submit_step.watch_step(
+        scripted(submit_step, states),
+        interval=30,
+        sleep=lambda s: None,
+        clock=lambda: next(clock),
+        emit=lines.append,
+    )
+    assert result.succeeded and result.state == "COMPLETED"
+    assert [line.split("]")[1].split() for line in lines] == [
+        ["step", "PENDING", "cluster", "STARTING"],
+        ["step", "PENDING", "cluster", "BOOTSTRAPPING"],
+        ["step", "RUNNING", "cluster", "RUNNING"],
+        ["step", "COMPLETED", "cluster", "RUNNING"],
+    ]
+    assert lines[0].strip().startswith("[   0:30]")
+    assert submit_step.format_elapsed(3725) == "1:02:05"
+
+
+def test_watch_reports_a_failed_step_and_an_ended_cluster(submit_step):
+    failed = submit_step.watch_step(
+        scripted(submit_step, [("FAILED", "TERMINATING", "Step failed with exitCode 1")]),
+        interval=0,
+        emit=lambda line: None,
+    )
+    assert not failed.succeeded and failed.reason == "Step failed with exitCode 1"
+    ended = submit_step.watch_step(
+        scripted(
+            submit_step,
+            [("PENDING", "TERMINATED_WITH_ERRORS", "bootstrap action 1 returned non-zero")],
+        ),
+        interval=0,
+        emit=lambda line: None,
+    )
+    assert not ended.succeeded
+    assert ended.reason == "the cluster ended first: bootstrap action 1 returned non-zero"
+
+
+def test_log_locations(submit_step):
+    places = submit_step.log_locations("s3://b/p/runs/r1/logs/", "j-1", "s-2", "eu-west-1")
+    assert places["step stderr"] == "s3://b/p/runs/r1/logs/j-1/steps/s-2/stderr.gz"
+    assert places["containers"] == "s3://b/p/runs/r1/logs/j-1/containers/"
+    assert "eu-west-1.console.aws.amazon.com" in places["console"]
+    assert "j-1" in places["console"]
+
+
+def test_wait_and_share_reports(submit_step):
+    places = submit_step.log_locations("s3://b/logs/", "j-1", "s-2", "eu-west-1")
+    done = submit_step.WatchResult("COMPLETED", True, "", 1140)
+    text = submit_step.wait_report(done, "s-2", places, "s3://b/p/runs/r1/output/")
+    assert text.splitlines() == [
+        "step s-2 COMPLETED after 19:00: succeeded",
+        "results: s3://b/p/runs/r1/output/",
+    ]
+    failed = submit_step.WatchResult("FAILED", False, "Step failed with exitCode 1", 75)
+    text = submit_step.wait_report(failed, "s-2", places, "s3://b/p/runs/r1/output/")
+    assert text.splitlines()[0] == (
+        "step s-2 FAILED after 1:15: did not succeed (Step failed with exitCode 1)"
+    )
+    assert "s3://b/logs/j-1/steps/s-2/stderr.gz" in text
+    assert "Spark History Server" in text
+    expires = datetime(2025, 2, 1, 14, 25, tzinfo=UTC)
+    text = submit_step.share_report([("report.html", "https://x/y?z")], expires, waited=True)
+    assert text.splitlines()[:2] == [
+        "private links for reviewers, valid until 2025-02-01 14:25 UTC:",
+        "  report.html       https://x/y?z",
+    ]
