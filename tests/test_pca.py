@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pyspark.ml.functions import array_to_vector
 
 from fruits_pipeline.pca import PCAInputError, choose_k, fit_two_pass_pca, project
 
@@ -82,3 +83,28 @@ def test_pca_needs_two_rows(spark):
     frame = spark.createDataFrame([([1.0, 2.0],)], "features array<float>")
     with pytest.raises(PCAInputError, match="at least 2"):
         fit_two_pass_pca(frame, threshold=0.95)
+
+
+@pytest.mark.spark
+def test_pass_two_equals_a_fresh_pca_k_fit(spark, tmp_path):
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import PCA
+
+    from fruits_pipeline.pca import PCA_VECTOR_COL, SCALED_COL
+
+    data = low_rank_features(rows=80, dims=20, seed=3)
+    frame = spark.createDataFrame([(row.tolist(),) for row in data], "features array<float>")
+    result = fit_two_pass_pca(frame, threshold=0.8)
+    scaler, second = result.model.stages
+    assert 1 < result.k < 20 and second.getK() == result.k
+
+    scaled = scaler.transform(frame.select(array_to_vector("features").alias(scaler.getInputCol())))
+    fresh = PCA(k=result.k, inputCol=SCALED_COL, outputCol=PCA_VECTOR_COL).fit(scaled)
+    assert np.allclose(second.pc.toArray(), fresh.pc.toArray(), atol=1e-9)
+    assert np.allclose(second.explainedVariance.toArray(), fresh.explainedVariance.toArray())
+
+    result.model.write().save(str(tmp_path / "model"))  # saved and loaded like any model
+    loaded = PipelineModel.load(str(tmp_path / "model"))
+    again = np.array([r[0] for r in project(loaded, frame).select("pca_features").collect()])
+    first = np.array([r[0] for r in project(result.model, frame).select("pca_features").collect()])
+    assert again.shape == (80, result.k) and np.allclose(again, first)

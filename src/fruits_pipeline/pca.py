@@ -1,7 +1,8 @@
 """Two-pass PCA with Spark ML: standardise, measure the variance, keep the smallest k.
 
 Pass one fits ``PCA(k=min(1280, n))`` and reads its explained variance; ``choose_k`` picks
-the smallest k whose cumulative ratio reaches the threshold; pass two fits ``PCA(k)``.  The
+the smallest k whose cumulative ratio reaches the threshold; pass two is the ``PCAModel``
+of the first k components (what ``PCA(k).fit`` returns, without decomposing again).  The
 result is a ``PipelineModel`` (scaler + PCA) that can project new images later.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyspark.ml import PipelineModel
-from pyspark.ml.feature import PCA, StandardScaler
+from pyspark.ml.feature import PCA, PCAModel, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 
@@ -85,11 +86,7 @@ def fit_two_pass_pca(
             cumulative[k - 1],
             threshold,
         )
-        second = (
-            first
-            if k == ratios.size
-            else PCA(k=k, inputCol=SCALED_COL, outputCol=PCA_VECTOR_COL).fit(scaled)
-        )
+        second = first if k == ratios.size else truncate(first, k)
     finally:
         scaled.unpersist()
     return PCAResult(
@@ -99,6 +96,33 @@ def fit_two_pass_pca(
         variance_kept=float(cumulative[k - 1]),
         rows=rows,
     )
+
+
+def truncate(model: PCAModel, k: int) -> PCAModel:
+    """Return pass two: a ``PCAModel`` of the first ``k`` components of ``model``.
+
+    ``PCA(k).fit`` would decompose the same 1280x1280 covariance matrix again on the driver
+    (in pure-Java LAPACK when no native library is loaded) only to keep its first ``k``
+    columns; this builds the identical model from pass one's result instead.  Same class,
+    same parameters, saved and loaded like any Spark ML ``PCAModel``.
+    """
+    from pyspark import SparkContext
+    from pyspark.ml.common import _py2java
+    from pyspark.ml.linalg import DenseMatrix, DenseVector
+
+    components = model.pc.toArray()[:, :k]
+    variance = model.explainedVariance.toArray()[:k]
+    context = SparkContext._active_spark_context
+    java_model = context._jvm.org.apache.spark.ml.feature.PCAModel(
+        model.uid,
+        _py2java(context, DenseMatrix(components.shape[0], k, components.ravel(order="F"))),
+        _py2java(context, DenseVector(variance)),
+    )
+    java_model.setInputCol(model.getInputCol()).setOutputCol(model.getOutputCol())
+    java_model.set(java_model.k(), k)
+    truncated = PCAModel(java_model)
+    truncated._transfer_params_from_java()
+    return truncated
 
 
 def project(
