@@ -12,19 +12,8 @@ from image_files import bomb_png, jpeg_bytes, noise_image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_FRUITS = ROOT.parent / "shared" / "data" / "fruits-360-light"
-
 #: Seed of the MobileNetV2 the tests save as weights files.
 TEST_WEIGHTS_SEED = 7
-
-
-def shared_fruits(split: str) -> Path:
-    """Return the shared Fruits-360 folder ``split`` (Training/Test), or skip the test."""
-    folder = SHARED_FRUITS / split
-    if not folder.is_dir():
-        pytest.skip(f"shared Fruits-360 sample not found at {folder} (see shared/data/README.md)")
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import SHARED_FRUITS
+from shared_data import SHARED_FRUITS
 
 from fruits_pipeline.cli import main
 from fruits_pipeline.sample_images import write_sample_tree

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_FRUITS
 from image_files import jpeg_bytes, noise_image, png_bytes
 from PIL import Image
+from shared_data import SHARED_FRUITS
 
 from fruits_pipeline.features import (
     ExtractionCounters,

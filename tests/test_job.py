@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_fruits
+from shared_data import shared_fruits
 
 from fruits_pipeline.cli import main
 

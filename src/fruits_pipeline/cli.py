@@ -323,7 +323,7 @@ def summary(report: dict) -> str:
         f"{_mb(memory.get('driver_python'))}, Python worker {_mb(memory.get('python_worker_max'))}",
         f"  output           {report['output']}",
         f"    features/ rejected/ pca_model/ {report['outputs']['csv'].rsplit('/', 1)[-1]} "
-        "report.json",
+        "plots/ report.html report.json",
     ]
     if "incremental" in report:
         inc = report["incremental"]

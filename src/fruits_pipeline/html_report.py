@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import os
 import time
 
 import fsspec
@@ -298,10 +299,9 @@ def _evaluation_section(evaluation: dict, confusion_png: bytes | None) -> str:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write ``data`` to ``uri`` (local path or ``s3://``), creating local folders."""
-    target = outputs.fsspec_uri(uri)
-    fs, path = fsspec.core.url_to_fs(target)
+    fs, path = fsspec.core.url_to_fs(outputs.fsspec_uri(uri))
     if not outputs.is_remote(uri):
-        fs.makedirs(fs._parent(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     fs.pipe_file(path, data)
 
 
@@ -325,8 +325,9 @@ def write_visuals(
 
     started = time.perf_counter()
     try:
-        points = plots.pca_points(spark.read.parquet(location.spark_path(FEATURES)), max_points)
         pca, counts = report["pca"], report["counts"]
+        features = spark.read.parquet(location.spark_path(FEATURES))
+        points = plots.pca_points(features, max_points, total=counts["featurized"])
         pngs = {
             plots.EXPLAINED_VARIANCE: plots.explained_variance(
                 pca["cumulative_explained_variance"], pca["variance_threshold"], pca["k"]

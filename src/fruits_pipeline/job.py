@@ -156,9 +156,9 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
             extracted = extracted.unionByName(empty)
         with log_progress(spark, "extract"):
             extracted.write.mode("overwrite").parquet(location.spark_path(EXTRACTED))
-        _report_unreadable(spark, listing, location.spark_path(EXTRACTED))
+        report_unreadable(spark, listing, location.spark_path(EXTRACTED))
     stored = spark.read.parquet(location.spark_path(EXTRACTED))
-    counts = _count(stored)
+    counts = count_rows(stored)
     log.info("featurized %d images, rejected %d", counts["featurized"], counts["rejected"])
     if counts["featurized"] < 2:
         raise InputError(
@@ -250,7 +250,7 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
     return report
 
 
-def _report_unreadable(spark: SparkSession, listing: Listing, extracted_uri: str) -> None:
+def report_unreadable(spark: SparkSession, listing: Listing, extracted_uri: str) -> None:
     """Append rejected rows for listed files the scan skipped (vanished or unreadable)."""
     written = {row["path"] for row in spark.read.parquet(extracted_uri).select("path").collect()}
     lost = [p for p in listing.paths if p not in written]
@@ -266,7 +266,7 @@ def _driver_jvm_peak(spark: SparkSession) -> float | None:
     return process_peak_rss_mb(pid) if pid else None
 
 
-def _count(stored: DataFrame) -> dict:
+def count_rows(stored: DataFrame) -> dict:
     """Count featurized and rejected images, per label and per rejection reason."""
     ok = F.col("error").isNull()
     rows = (

@@ -95,16 +95,20 @@ def explained_variance(cumulative: Sequence[float], threshold: float, k: int) ->
     return to_png(figure)
 
 
-def pca_points(features, max_points: int = MAX_SCATTER_POINTS, seed: int = 0) -> pd.DataFrame:
+def pca_points(
+    features, max_points: int = MAX_SCATTER_POINTS, seed: int = 0, total: int | None = None
+) -> pd.DataFrame:
     """Return at most ``max_points`` rows of ``label``, ``pc1``, ``pc2`` from a Spark
-    DataFrame with ``label`` and ``pca_features`` (``pc2`` is 0 when k = 1).
+    DataFrame with ``label`` and ``pca_features`` (``pc2`` is 0 when k = 1); the frame's
+    ``attrs["total"]`` is the number of rows sampled from.
 
     Samples on the executors (seeded) before anything reaches the driver, so memory on the
-    driver is bounded by ``max_points`` whatever the number of images.
+    driver is bounded by ``max_points`` whatever the number of images.  ``total``, when the
+    caller knows the row count, saves counting it.
     """
     from pyspark.sql import functions as F
 
-    total = features.count()
+    total = features.count() if total is None else total
     if total > max_points:
         # a little over the fraction, then cut: sample() does not return an exact count
         features = features.sample(False, min(1.0, 1.1 * max_points / total), seed)
@@ -117,6 +121,14 @@ def pca_points(features, max_points: int = MAX_SCATTER_POINTS, seed: int = 0) ->
     log.info("scatter plot: %d of %d images", len(frame), total)
     frame.attrs["total"] = total
     return frame
+
+
+def largest_labels(labels: pd.Series, count: int) -> list[str]:
+    """Return the ``count`` labels with the most rows in ``labels``, largest first, ties
+    broken by name (so the same labels are coloured on every run)."""
+    sizes = labels.value_counts()
+    ranked = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))
+    return [label for label, _ in ranked[:count]]
 
 
 def pca_scatter(
@@ -132,8 +144,7 @@ def pca_scatter(
     axes = figure.add_subplot()
     total = len(points) if total is None else total
     sizes = points["label"].value_counts()
-    ranked = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))
-    top = [label for label, _ in ranked[:coloured]]
+    top = largest_labels(points["label"], coloured)
     order = np.random.default_rng(seed).permutation(len(points))  # no label drawn on top
     shuffled = points.iloc[order]
     others = shuffled[~shuffled["label"].isin(top)]
@@ -194,8 +205,9 @@ def labels_overview(
     rejected = np.array([per_label[label].get("rejected", 0) for label in labels])
     height = max(3.5, 0.16 * len(labels) + 1.2)
     figure = Figure(figsize=(11, height), layout="constrained")
-    grid = figure.add_gridspec(1, 2, width_ratios=[3, 1])
-    axes = figure.add_subplot(grid[0, 0])
+    # the reasons panel keeps about 3.5 inches, however tall the labels make the figure
+    grid = figure.add_gridspec(2, 2, width_ratios=[3, 1], height_ratios=[3.5, height - 3.4])
+    axes = figure.add_subplot(grid[:, 0])
     rows = np.arange(len(labels))
     axes.barh(rows, featurized, color="#1f77b4", label="featurized")
     axes.barh(rows, rejected, left=featurized, color="#d62728", label="rejected")
@@ -227,8 +239,9 @@ def confusion_matrix(matrix: np.ndarray, labels: Sequence[str], title: str) -> b
     """Plot a confusion matrix, rows (true labels) normalised to sum to 1.
 
     ``matrix[i, j]`` counts test images of label ``labels[i]`` predicted as ``labels[j]``.
-    Label names are shown when there are at most 120; the colour is the share of the row
-    (recall on the diagonal).  Returns PNG bytes (square, 700 to 1500 pixels).
+    Label names are shown when there are at most 120, counts in the cells when there are at
+    most 20; the colour is the share of the row (recall on the diagonal).  Returns PNG bytes
+    (square, 700 to 1500 pixels).
     """
     counts = np.asarray(matrix, dtype=np.float64)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(labels):
@@ -241,6 +254,11 @@ def confusion_matrix(matrix: np.ndarray, labels: Sequence[str], title: str) -> b
     axes = figure.add_subplot()
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     figure.colorbar(image, ax=axes, shrink=0.6, label="share of the true label's test images")
+    if n <= 20:  # few labels: write the counts in the cells
+        for (row, column), count in np.ndenumerate(counts.astype(np.int64)):
+            if count:
+                colour = "white" if shares[row, column] > 0.5 else "black"
+                axes.text(column, row, str(count), ha="center", va="center", color=colour)
     if n <= 120:
         font = 9 if n <= 20 else max(3.5, 9 - n / 20)
         names = [plain(label) for label in labels]

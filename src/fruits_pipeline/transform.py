@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import uuid
@@ -119,8 +120,8 @@ def transform_job(
         PCA_MODEL,
         REJECTED,
         StageClock,
-        _count,
-        _report_unreadable,
+        count_rows,
+        report_unreadable,
         versions,
         write_features_csv,
     )
@@ -153,9 +154,9 @@ def transform_job(
                 empty = missing_rows(spark, listing, listing.empty_paths, EMPTY_ERROR)
                 extracted = extracted.unionByName(empty)
             extracted.write.mode("overwrite").parquet(location.spark_path(EXTRACTED))
-            _report_unreadable(spark, listing, location.spark_path(EXTRACTED))
+            report_unreadable(spark, listing, location.spark_path(EXTRACTED))
         stored = spark.read.parquet(location.spark_path(EXTRACTED))
-        counts = _count(stored)
+        counts = count_rows(stored)
         log.info("featurized %d images, rejected %d", counts["featurized"], counts["rejected"])
         k = int(model_report["pca"]["k"])
         with clock.stage("project"):
@@ -282,7 +283,13 @@ def transform_command(args: argparse.Namespace) -> int:
             limit=args.limit,
             overwrite=args.overwrite,
         )
+        if outputs.fsspec_uri(config.output).rstrip("/") == outputs.fsspec_uri(config.model):
+            raise ModelError("--output must not be the --model run: it would replace the model")
         OutputLocation.prepare(config.output, config.overwrite)
+        if not outputs.is_remote(config.input) and not os.path.isdir(
+            outputs.local_path(config.input)
+        ):
+            raise InputError(f"input {config.input!r} does not exist or is not a folder")
         started = time.perf_counter()
         weights = load_weights(spec)
         seconds["model"] = round(time.perf_counter() - started, 3)
