@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test bench lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/pytest
+
+# Speed figures (printed, never asserted): the extract stage against a one-process ceiling.
+bench: setup
+	$(PY) -m fruits_pipeline.benchmark $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts

@@ -13,6 +13,7 @@ import sys
 import time
 
 from fruits_pipeline import __version__
+from fruits_pipeline.features import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger("fruits_pipeline")
 
@@ -96,9 +97,9 @@ def build_parser(default_master: str | None) -> argparse.ArgumentParser:
     run.add_argument(
         "--batch-size",
         type=_positive,
-        default=64,
+        default=DEFAULT_BATCH_SIZE,
         metavar="N",
-        help="images per CNN batch and per Arrow batch (default 64)",
+        help=f"images per CNN batch and per Arrow batch (default {DEFAULT_BATCH_SIZE})",
     )
     run.add_argument(
         "--limit",
@@ -207,9 +208,9 @@ def _add_result_commands(commands, default_master: str | None) -> None:
     transform.add_argument(
         "--batch-size",
         type=_positive,
-        default=64,
+        default=DEFAULT_BATCH_SIZE,
         metavar="N",
-        help="images per CNN batch and per Arrow batch (default 64)",
+        help=f"images per CNN batch and per Arrow batch (default {DEFAULT_BATCH_SIZE})",
     )
     transform.add_argument(
         "--limit",

@@ -76,6 +76,10 @@ def label_column(path_col: str, root: str | None = None):
     return F.when(parent == F.lit(root.rstrip("/")), F.lit("")).otherwise(label)
 
 
+#: Images per CNN batch and per Arrow batch.  32 keeps a Python worker near 1.25 GB at
+#: the same speed as 64, which needs about 1.7 GB (activations double).
+DEFAULT_BATCH_SIZE = 32
+
 #: Test hook: when this variable names a file that does not exist yet, the first Python
 #: worker to finish a batch creates the file and dies with ``os._exit`` (a hard crash, as a
 #: killed executor).  Only tests set it; it fires exactly once per marker file.
@@ -109,7 +113,7 @@ def extract_features(
     weights: Broadcast,
     weights_key: str,
     counters: ExtractionCounters,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     threads_per_task: int = 1,
 ) -> DataFrame:
     """Return the columns of ``images`` but ``content``, plus ``features``

@@ -17,15 +17,22 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruits_pipeline import outputs
-from fruits_pipeline.features import ExtractionCounters, extract_features
+from fruits_pipeline.features import DEFAULT_BATCH_SIZE, ExtractionCounters, extract_features
 from fruits_pipeline.images import REJECT_REASONS
 from fruits_pipeline.incremental import find_previous_run, plan_incremental
-from fruits_pipeline.listing import InputError, Listing, list_images, missing_rows
+from fruits_pipeline.listing import (
+    InputError,
+    Listing,
+    list_images,
+    missing_rows,
+    partition_conf,
+)
 from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak_rss_mb
 from fruits_pipeline.model import WeightsSpec, load_weights
 from fruits_pipeline.outputs import OutputLocation
 from fruits_pipeline.pca import fit_two_pass_pca, project
 from fruits_pipeline.progress import log_progress
+from fruits_pipeline.session import session_conf, tensorflow_threads
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,7 @@ class JobConfig:
     output: str
     weights: WeightsSpec
     variance_threshold: float = 0.95
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE
     limit: int | None = None
     overwrite: bool = False
     incremental: bool = False
@@ -135,28 +142,20 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
     # 3. Features: the CNN runs once per image; its output is written before the PCA
     #    passes, which read it back instead of recomputing it.
     with clock.stage("extract"):
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
-        counters = ExtractionCounters.create(spark)
         images, plan = listing.images, None
         if previous is not None:
             plan = plan_incremental(images, previous)
             images = plan.to_featurize
-        extracted = extract_features(
+        counters = write_extracted(
+            spark,
+            listing,
             images,
             broadcast,
-            weights_key=weights.arrays_sha256,
-            counters=counters,
-            batch_size=config.batch_size,
-            threads_per_task=int(spark.conf.get("spark.task.cpus", "1")),
+            weights.arrays_sha256,
+            config.batch_size,
+            location.spark_path(EXTRACTED),
+            reused=plan.reused if plan else None,
         )
-        if plan is not None:
-            extracted = extracted.unionByName(plan.reused)
-        if listing.empty_paths:
-            empty = missing_rows(spark, listing, listing.empty_paths, EMPTY_ERROR)
-            extracted = extracted.unionByName(empty)
-        with log_progress(spark, "extract"):
-            extracted.write.mode("overwrite").parquet(location.spark_path(EXTRACTED))
-        report_unreadable(spark, listing, location.spark_path(EXTRACTED))
     stored = spark.read.parquet(location.spark_path(EXTRACTED))
     counts = count_rows(stored)
     log.info("featurized %d images, rejected %d", counts["featurized"], counts["rejected"])
@@ -248,6 +247,46 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
             ),
         }
     return report
+
+
+def write_extracted(
+    spark: SparkSession,
+    listing: Listing,
+    images: DataFrame,
+    broadcast,
+    weights_key: str,
+    batch_size: int,
+    uri: str,
+    reused: DataFrame | None = None,
+) -> ExtractionCounters:
+    """Run the CNN over ``images`` and write one row per listed image to parquet at ``uri``:
+    features or an error, plus ``reused`` rows and rows for files the scan skipped.
+
+    Input partitions are sized from the listing; returns the extraction's counters.
+    """
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+    counters = ExtractionCounters.create(spark)
+    extracted = extract_features(
+        images,
+        broadcast,
+        weights_key=weights_key,
+        counters=counters,
+        batch_size=batch_size,
+        threads_per_task=tensorflow_threads(spark),
+    )
+    if reused is not None:
+        extracted = extracted.unionByName(reused)
+    if listing.empty_paths:
+        extracted = extracted.unionByName(
+            missing_rows(spark, listing, listing.empty_paths, EMPTY_ERROR)
+        )
+    sizing = partition_conf(
+        listing.files_seen, listing.total_bytes, spark.sparkContext.defaultParallelism
+    )
+    with log_progress(spark, "extract"), session_conf(spark, sizing):
+        extracted.write.mode("overwrite").parquet(uri)
+    report_unreadable(spark, listing, uri)
+    return counters
 
 
 def report_unreadable(spark: SparkSession, listing: Listing, extracted_uri: str) -> None:

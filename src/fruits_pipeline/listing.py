@@ -38,6 +38,7 @@ class Listing:
     root: str  # the input as Spark writes paths (``file:/abs`` or ``s3://bucket/prefix``)
     paths: list[str]  # every image file found, sorted; zero-byte files included
     empty_paths: list[str]  # zero-byte image files, which the scan skips
+    total_bytes: int = 0  # of all image files listed
 
     @property
     def files_seen(self) -> int:
@@ -59,7 +60,8 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
     root = outputs.spark_uri(uri).rstrip("/")
     try:
         images = read_images(spark, root)
-        scanned = {row["path"] for row in images.select("path").collect()}
+        sizes = {row["path"]: row["length"] for row in images.select("path", "length").collect()}
+        scanned = set(sizes)
         indexed = {hadoop_path_string(name) for name in images.inputFiles()}
     except AnalysisException as error:
         raise InputError(f"cannot read input {uri!r}: {str(error).splitlines()[0]}") from None
@@ -69,7 +71,38 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
         keep = spark.createDataFrame([(p,) for p in every], "path string")
         images = images.join(F.broadcast(keep), "path", "left_semi")
     empty = [p for p in every if p not in scanned]
-    return Listing(images=images, root=root, paths=every, empty_paths=empty)
+    total = sum(sizes.get(p, 0) for p in every)
+    return Listing(images=images, root=root, paths=every, empty_paths=empty, total_bytes=total)
+
+
+#: Images per extraction task: enough to amortise a task's start (tiny JPEGs otherwise make
+#: one task per 32 files: Spark counts each file as 4 MB, spark.sql.files.openCostInBytes),
+#: few enough that a lost task costs little and the cores stay balanced.
+IMAGES_PER_TASK = 256
+
+#: Tasks per core at least, so that a slow task or a retry does not leave cores idle.
+TASKS_PER_CORE = 3
+
+
+def partition_conf(
+    file_count: int, total_bytes: int, cores: int, images_per_task: int = IMAGES_PER_TASK
+) -> dict[str, str]:
+    """Return ``spark.sql.files.*`` settings that pack about ``images_per_task`` images
+    into each input partition, with at least ``TASKS_PER_CORE`` tasks per core.
+
+    Spark packs files into a partition until their bytes plus ``openCostInBytes`` each
+    reach ``maxPartitionBytes``; with the open cost set to the mean file size, each file
+    counts twice its mean size.
+    """
+    if file_count == 0:
+        return {}
+    mean = max(1, total_bytes // file_count)
+    tasks = max(cores * TASKS_PER_CORE, -(-file_count // images_per_task))
+    per_task = max(1, -(-file_count // tasks))
+    return {
+        "spark.sql.files.openCostInBytes": str(mean),
+        "spark.sql.files.maxPartitionBytes": str(per_task * 2 * mean),
+    }
 
 
 def hadoop_path_string(uri: str) -> str:

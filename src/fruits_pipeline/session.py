@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -47,3 +49,30 @@ def build_spark(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+#: Spark setting for TensorFlow's threads in each Python worker (default: spark.task.cpus).
+TF_THREADS_CONF = "spark.fruits.tensorflowThreads"
+
+
+def tensorflow_threads(spark: SparkSession) -> int:
+    """Return how many threads each Python worker gives TensorFlow: ``spark.task.cpus``
+    (the cores each task owns), unless ``spark.fruits.tensorflowThreads`` says otherwise."""
+    default = spark.conf.get("spark.task.cpus", "1")
+    return max(1, int(spark.conf.get(TF_THREADS_CONF, default)))
+
+
+@contextmanager
+def session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Apply SQL ``settings`` for the body only, then restore the previous values."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

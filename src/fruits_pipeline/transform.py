@@ -25,8 +25,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fruits_pipeline import outputs
-from fruits_pipeline.features import ExtractionCounters, extract_features
-from fruits_pipeline.listing import InputError, list_images, missing_rows
+from fruits_pipeline.features import DEFAULT_BATCH_SIZE
+from fruits_pipeline.listing import InputError, list_images
 from fruits_pipeline.model import LoadedWeights, WeightsError, WeightsSpec, load_weights
 from fruits_pipeline.outputs import OutputLocation
 from fruits_pipeline.pca import project
@@ -50,7 +50,7 @@ class TransformConfig:
     input: str
     output: str
     weights: WeightsSpec
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE
     limit: int | None = None
     overwrite: bool = False
 
@@ -114,15 +114,14 @@ def transform_job(
     from fruits_pipeline.html_report import write_visuals
     from fruits_pipeline.job import (
         CSV_NAME,
-        EMPTY_ERROR,
         EXTRACTED,
         FEATURES,
         PCA_MODEL,
         REJECTED,
         StageClock,
         count_rows,
-        report_unreadable,
         versions,
+        write_extracted,
         write_features_csv,
     )
 
@@ -140,21 +139,15 @@ def transform_job(
     location.begin()
     try:
         with clock.stage("extract"):
-            spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.batch_size))
-            counters = ExtractionCounters.create(spark)
-            extracted = extract_features(
+            counters = write_extracted(
+                spark,
+                listing,
                 listing.images,
                 broadcast,
-                weights_key=weights.arrays_sha256,
-                counters=counters,
-                batch_size=config.batch_size,
-                threads_per_task=int(spark.conf.get("spark.task.cpus", "1")),
+                weights.arrays_sha256,
+                config.batch_size,
+                location.spark_path(EXTRACTED),
             )
-            if listing.empty_paths:
-                empty = missing_rows(spark, listing, listing.empty_paths, EMPTY_ERROR)
-                extracted = extracted.unionByName(empty)
-            extracted.write.mode("overwrite").parquet(location.spark_path(EXTRACTED))
-            report_unreadable(spark, listing, location.spark_path(EXTRACTED))
         stored = spark.read.parquet(location.spark_path(EXTRACTED))
         counts = count_rows(stored)
         log.info("featurized %d images, rejected %d", counts["featurized"], counts["rejected"])
