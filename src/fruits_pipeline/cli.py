@@ -13,7 +13,7 @@ import sys
 import time
 
 from fruits_pipeline import __version__
-from fruits_pipeline.features import DEFAULT_BATCH_SIZE
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger("fruits_pipeline")
 

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from fruits_pipeline import __version__
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
 from fruits_pipeline.images import IMAGE_GLOB, MODEL_INPUT_SIZE, ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,6 @@ def label_column(path_col: str, root: str | None = None):
     parent = F.regexp_extract(F.col(path_col), r"^(.*)/[^/]*$", 1)
     return F.when(parent == F.lit(root.rstrip("/")), F.lit("")).otherwise(label)
 
-
-#: Images per CNN batch and per Arrow batch.  32 keeps a Python worker near 1.25 GB at
-#: the same speed as 64, which needs about 1.7 GB (activations double).
-DEFAULT_BATCH_SIZE = 32
 
 #: Test hook: when this variable names a file that does not exist yet, the first Python
 #: worker to finish a batch creates the file and dies with ``os._exit`` (a hard crash, as a

@@ -17,7 +17,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruits_pipeline import outputs
-from fruits_pipeline.features import DEFAULT_BATCH_SIZE, ExtractionCounters, extract_features
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
+from fruits_pipeline.features import ExtractionCounters, extract_features
 from fruits_pipeline.images import REJECT_REASONS
 from fruits_pipeline.incremental import find_previous_run, plan_incremental
 from fruits_pipeline.listing import (

@@ -25,7 +25,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fruits_pipeline import outputs
-from fruits_pipeline.features import DEFAULT_BATCH_SIZE
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
 from fruits_pipeline.listing import InputError, list_images
 from fruits_pipeline.model import LoadedWeights, WeightsError, WeightsSpec, load_weights
 from fruits_pipeline.outputs import OutputLocation
