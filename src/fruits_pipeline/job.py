@@ -114,29 +114,44 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
         report = _featurize_and_reduce(
             spark, config, location, clock, listing, weights, broadcast, previous
         )
-        report.update(
-            {
-                "run_id": uuid.uuid4().hex,
-                "started_at": started_at.isoformat(timespec="seconds"),
-                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
-        clock.seconds["total"] = round(sum(clock.seconds.values()), 3)
-        report["seconds"] = clock.seconds
         report["memory_peak_mb"]["driver_python"] = own_peak_rss_mb()
-        from fruits_pipeline.html_report import write_visuals  # plots/ and report.html
-
-        write_visuals(spark, location, report)
-        # Written last: on S3 a folder without report.json and _SUCCESS is not a finished run.
-        outputs.write_json(location.path(outputs.REPORT_NAME), report)
-        outputs.write_text(location.path(outputs.SUCCESS_NAME), "")
-        location.publish()
+        publish_run(spark, location, report, clock, started_at)
     except BaseException:
         location.discard()
         raise
     finally:
         broadcast.unpersist()
     return report
+
+
+def publish_run(
+    spark,
+    location: OutputLocation,
+    report: dict,
+    clock: StageClock,
+    started_at: datetime,
+    visuals: bool = True,
+) -> None:
+    """Finish a run's output: add its id, times and stage seconds to ``report``, write the
+    plots and report.html (when ``visuals``), then ``report.json`` and ``_SUCCESS`` last,
+    and publish the staging folder."""
+    from fruits_pipeline.html_report import write_visuals  # plots/ and report.html
+
+    report.update(
+        {
+            "run_id": uuid.uuid4().hex,
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    clock.seconds["total"] = round(sum(clock.seconds.values()), 3)
+    report["seconds"] = clock.seconds
+    if visuals:
+        write_visuals(spark, location, report)
+    # Written last: on S3 a folder without report.json and _SUCCESS is not a finished run.
+    outputs.write_json(location.path(outputs.REPORT_NAME), report)
+    outputs.write_text(location.path(outputs.SUCCESS_NAME), "")
+    location.publish()
 
 
 def _featurize_and_reduce(spark, config, location, clock, listing, weights, broadcast, previous):

@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -111,7 +110,6 @@ def transform_job(
     stages timed before Spark (seconds).  Raises InputError when the input has no images;
     in every failure case nothing is left at OUT2.
     """
-    from fruits_pipeline.html_report import write_visuals
     from fruits_pipeline.job import (
         CSV_NAME,
         EXTRACTED,
@@ -120,6 +118,7 @@ def transform_job(
         REJECTED,
         StageClock,
         count_rows,
+        publish_run,
         versions,
         write_extracted,
         write_features_csv,
@@ -213,17 +212,8 @@ def transform_job(
                 "csv": location.final_path(CSV_NAME),
                 "report": location.final_path(outputs.REPORT_NAME),
             },
-            "run_id": uuid.uuid4().hex,
-            "started_at": started_at.isoformat(timespec="seconds"),
-            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        clock.seconds["total"] = round(sum(clock.seconds.values()), 3)
-        report["seconds"] = clock.seconds
-        if counts["featurized"]:
-            write_visuals(spark, location, report)
-        outputs.write_json(location.path(outputs.REPORT_NAME), report)
-        outputs.write_text(location.path(outputs.SUCCESS_NAME), "")
-        location.publish()
+        publish_run(spark, location, report, clock, started_at, visuals=counts["featurized"] > 0)
     except BaseException:
         location.discard()
         raise
