@@ -223,20 +223,9 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
             "file_sha256": weights.file_sha256,
             "arrays_sha256": weights.arrays_sha256,
         },
-        "model_builds": {"driver": 1, "workers": counters.model_builds.value},
-        "cnn": {
-            "images_inferred": counters.images_inferred.value,
-            "batches": counters.batches.value,
-            "calls_per_image": round(
-                counters.images_inferred.value
-                / max(1, counts["featurized"] - (plan.counts["reused"] if plan else 0)),
-                4,
-            ),
-        },
-        "memory_peak_mb": {
-            "python_worker_max": counters.worker_peak_rss_mb.value or None,
-            "driver_jvm": _driver_jvm_peak(spark),
-        },
+        **extraction_facts(
+            spark, counters, counts["featurized"] - (plan.counts["reused"] if plan else 0)
+        ),
         "settings": {
             "batch_size": config.batch_size,
             "limit": config.limit,
@@ -316,9 +305,22 @@ def report_unreadable(spark: SparkSession, listing: Listing, extracted_uri: str)
         )
 
 
-def _driver_jvm_peak(spark: SparkSession) -> float | None:
+def extraction_facts(spark: SparkSession, counters: ExtractionCounters, featurized: int) -> dict:
+    """Return the report's ``model_builds``, ``cnn`` and ``memory_peak_mb`` sections;
+    ``featurized`` is how many images this run sent through the CNN successfully."""
     pid = driver_jvm_pid(spark)
-    return process_peak_rss_mb(pid) if pid else None
+    return {
+        "model_builds": {"driver": 1, "workers": counters.model_builds.value},
+        "cnn": {
+            "images_inferred": counters.images_inferred.value,
+            "batches": counters.batches.value,
+            "calls_per_image": round(counters.images_inferred.value / max(1, featurized), 4),
+        },
+        "memory_peak_mb": {
+            "python_worker_max": counters.worker_peak_rss_mb.value or None,
+            "driver_jvm": process_peak_rss_mb(pid) if pid else None,
+        },
+    }
 
 
 def count_rows(stored: DataFrame) -> dict:

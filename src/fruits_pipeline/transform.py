@@ -118,6 +118,7 @@ def transform_job(
         REJECTED,
         StageClock,
         count_rows,
+        extraction_facts,
         publish_run,
         versions,
         write_extracted,
@@ -191,14 +192,7 @@ def transform_job(
                 "model_file_sha256": model_weights.get("file_sha256"),
                 "matches_model": True,
             },
-            "model_builds": {"driver": 1, "workers": counters.model_builds.value},
-            "cnn": {
-                "images_inferred": counters.images_inferred.value,
-                "batches": counters.batches.value,
-                "calls_per_image": round(
-                    counters.images_inferred.value / max(1, counts["featurized"]), 4
-                ),
-            },
+            **extraction_facts(spark, counters, counts["featurized"]),
             "settings": {
                 "batch_size": config.batch_size,
                 "limit": config.limit,
