@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runs import run_ok
 from shared_data import shared_fruits
 
-from fruits_pipeline.cli import main
-
 pytestmark = pytest.mark.spark
-
-
-def run_ok(capsys, *args: str) -> tuple[dict, str]:
-    code = main(["run", *args], default_master="local[2]")
-    captured = capsys.readouterr()
-    assert code == 0, captured.err[-3000:]
-    output = Path(args[args.index("--output") + 1])
-    return json.loads((output / "report.json").read_text()), captured.out
 
 
 def check_outputs(spark, output: Path, report: dict) -> dict:

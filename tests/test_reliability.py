@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import signal
@@ -14,24 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runs import run_ok
 from image_files import bomb_png, jpeg_bytes, noise_image, png_bytes
 from PIL import Image
 
 from fruits_pipeline import job
-from fruits_pipeline.cli import main
 from fruits_pipeline.features import CRASH_ONCE_ENV
 from fruits_pipeline.sample_images import write_sample_tree
 
 pytestmark = pytest.mark.spark
-
-
-def run_ok(capsys, *args: str) -> dict:
-    """Run the CLI in-process; return the report, with the printed summary under "_printed"."""
-    code = main(["run", *args], default_master="local[2,2]")
-    captured = capsys.readouterr()
-    assert code == 0, captured.err[-3000:]
-    output = Path(args[args.index("--output") + 1])
-    return {**json.loads((output / "report.json").read_text()), "_printed": captured.out}
 
 
 def stored_rows(spark, output: Path) -> dict[str, dict]:
@@ -73,12 +63,12 @@ def test_a_python_worker_crash_is_retried_and_loses_nothing(spark, capsys, tmp_p
         "--variance-threshold",
         "1.0",
     ]
-    clean = run_ok(capsys, *options, "--output", str(tmp_path / "clean"))
+    clean, _ = run_ok(capsys, *options, "--output", str(tmp_path / "clean"))
 
     marker = tmp_path / "crashed-once"
     spark.sparkContext.environment[CRASH_ONCE_ENV] = str(marker)
     try:
-        crashed = run_ok(capsys, *options, "--output", str(tmp_path / "crashed"))
+        crashed, _ = run_ok(capsys, *options, "--output", str(tmp_path / "crashed"))
     finally:
         del spark.sparkContext.environment[CRASH_ONCE_ENV]
 
@@ -133,7 +123,7 @@ def test_killed_driver_leaves_nothing_that_looks_complete(spark, capsys, tmp_pat
     leftovers = list(tmp_path.glob(".out.incomplete-*"))
     assert leftovers and not any((p / "report.json").exists() for p in leftovers)
 
-    report = run_ok(
+    report, _ = run_ok(
         capsys,
         "--input",
         str(source),
@@ -202,7 +192,7 @@ def test_every_kind_of_file(spark, capsys, tmp_path, odd_tree, monkeypatch):
 
     monkeypatch.setattr(job, "list_images", list_then_lose_one)
     output = tmp_path / "out"
-    report = run_ok(
+    report, printed = run_ok(
         capsys,
         "--input",
         str(odd_tree),
@@ -253,7 +243,7 @@ def test_every_kind_of_file(spark, capsys, tmp_path, odd_tree, monkeypatch):
     assert report["counts"]["per_label"][""] == {"featurized": 1, "rejected": 0}
     assert (
         "rejected         5 (1 empty, 1 not_an_image, 1 decompression_bomb, 1 corrupt, "
-        "1 unreadable)" in report["_printed"]
+        "1 unreadable)" in printed
     )
 
 
@@ -262,7 +252,7 @@ def test_incremental_run_equals_a_full_run(spark, capsys, tmp_path):
     write_sample_tree(str(source), per_class=2, seed=6)
     output = tmp_path / "incremental"
     options = ["--weights", "random:0", "--variance-threshold", "0.9"]
-    first = run_ok(capsys, "--input", str(source), "--output", str(output), *options)
+    first, _ = run_ok(capsys, "--input", str(source), "--output", str(output), *options)
     assert first["counts"]["featurized"] == 12
 
     # add two images, change one, delete one
@@ -274,7 +264,7 @@ def test_incremental_run_equals_a_full_run(spark, capsys, tmp_path):
     os.utime(changed, (time.time() + 5, time.time() + 5))
     (source / "Banana" / "1_100.jpg").unlink()
 
-    second = run_ok(
+    second, _ = run_ok(
         capsys, "--input", str(source), "--output", str(output), *options, "--incremental"
     )
     assert second["incremental"] == {
@@ -288,7 +278,7 @@ def test_incremental_run_equals_a_full_run(spark, capsys, tmp_path):
     assert second["counts"]["featurized"] == 13
 
     full = tmp_path / "full"
-    third = run_ok(capsys, "--input", str(source), "--output", str(full), *options)
+    third, _ = run_ok(capsys, "--input", str(source), "--output", str(full), *options)
     assert third["pca"]["k"] == second["pca"]["k"]
     ours, theirs = stored_rows(spark, output), stored_rows(spark, full)
     assert_same_features(ours, theirs)
@@ -298,7 +288,7 @@ def test_incremental_run_equals_a_full_run(spark, capsys, tmp_path):
 def test_incremental_without_previous_run_does_a_full_run(spark, capsys, tmp_path):
     source = tmp_path / "images"
     write_sample_tree(str(source), per_class=1, seed=7)
-    report = run_ok(
+    report, _ = run_ok(
         capsys,
         "--input",
         str(source),
