@@ -70,6 +70,10 @@ def check_outputs(spark, output: Path, report: dict) -> dict:
         assert k == len(cumulative) and cumulative[-1] == pytest.approx(1.0)
     assert report["cnn"]["calls_per_image"] == 1.0
     assert 1 <= report["model_builds"]["workers"] <= 2  # once per Python worker (local[2])
+    workers = report["memory_peak_mb"]["python_workers"]  # {HOST:PID: MB}, one per process
+    assert len(workers) == report["model_builds"]["workers"]
+    assert all(":" in name and 300 < mb < 4000 for name, mb in workers.items())
+    assert report["memory_peak_mb"]["python_worker_max"] == max(workers.values())
     assert not [p for p in output.parent.iterdir() if ".incomplete-" in p.name]
     assert (output / "_SUCCESS").exists()
     return {"rows": rows, "table": table}

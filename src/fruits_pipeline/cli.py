@@ -321,7 +321,7 @@ def summary(report: dict) -> str:
             f"{name} {secs:.1f}" for name, secs in report["seconds"].items() if name != "total"
         ),
         f"  peak memory      driver JVM {_mb(memory.get('driver_jvm'))}, driver Python "
-        f"{_mb(memory.get('driver_python'))}, Python worker {_mb(memory.get('python_worker_max'))}",
+        f"{_mb(memory.get('driver_python'))}, {_workers_mb(memory.get('python_workers') or {})}",
         f"  output           {report['output']}",
         f"    features/ rejected/ pca_model/ {report['outputs']['csv'].rsplit('/', 1)[-1]} "
         "plots/ report.html report.json",
@@ -347,6 +347,13 @@ def summary(report: dict) -> str:
 
 def _mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} MB"
+
+
+def _workers_mb(workers: dict[str, float]) -> str:
+    peaks = sorted(workers.values(), reverse=True)
+    if len(peaks) <= 4:
+        return "Python workers " + (", ".join(_mb(p) for p in peaks) or "n/a")
+    return f"Python workers {len(peaks)}, largest {_mb(peaks[0])}"
 
 
 def _usage_error(message: str) -> int:

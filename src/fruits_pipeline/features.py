@@ -90,18 +90,19 @@ class ExtractionCounters:
     model_builds: object
     images_inferred: object
     batches: object
+    #: ``{HOST:PID: peak RSS in MB}`` of every Python worker that ran the UDF.
     worker_peak_rss_mb: object
 
     @classmethod
     def create(cls, spark: SparkSession) -> ExtractionCounters:
-        from fruits_pipeline.memory import MaxParam
+        from fruits_pipeline.memory import PeakPerProcessParam
 
         context = spark.sparkContext
         return cls(
             context.accumulator(0),
             context.accumulator(0),
             context.accumulator(0),
-            context.accumulator(0.0, MaxParam()),
+            context.accumulator({}, PeakPerProcessParam()),
         )
 
 
@@ -129,7 +130,7 @@ def extract_features(
 
     def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         from fruits_pipeline import __version__ as worker_version
-        from fruits_pipeline.memory import own_peak_rss_mb
+        from fruits_pipeline.memory import own_peak_rss_mb, process_name
         from fruits_pipeline.model import cached_extractor
 
         if worker_version != driver_version:
@@ -151,7 +152,7 @@ def extract_features(
                 batches.add(1)
                 _crash_once_for_tests()
                 yield frame
-        worker_peak.add(own_peak_rss_mb())
+        worker_peak.add({process_name(): own_peak_rss_mb()})
 
     udf = F.pandas_udf(featurize, EXTRACTION_TYPE)  # type: ignore[call-overload]
     kept = [name for name in images.columns if name != "content"]

@@ -309,6 +309,7 @@ def extraction_facts(spark: SparkSession, counters: ExtractionCounters, featuriz
     """Return the report's ``model_builds``, ``cnn`` and ``memory_peak_mb`` sections;
     ``featurized`` is how many images this run sent through the CNN successfully."""
     pid = driver_jvm_pid(spark)
+    workers = counters.worker_peak_rss_mb.value
     return {
         "model_builds": {"driver": 1, "workers": counters.model_builds.value},
         "cnn": {
@@ -317,7 +318,8 @@ def extraction_facts(spark: SparkSession, counters: ExtractionCounters, featuriz
             "calls_per_image": round(counters.images_inferred.value / max(1, featurized), 4),
         },
         "memory_peak_mb": {
-            "python_worker_max": counters.worker_peak_rss_mb.value or None,
+            "python_worker_max": max(workers.values()) if workers else None,
+            "python_workers": dict(sorted(workers.items())),
             "driver_jvm": process_peak_rss_mb(pid) if pid else None,
         },
     }

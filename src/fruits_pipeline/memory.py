@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
 
 from pyspark.accumulators import AccumulatorParam
 
 
-class MaxParam(AccumulatorParam):
-    """Accumulator that keeps the largest value any task added."""
+class PeakPerProcessParam(AccumulatorParam):
+    """Accumulator of ``{process name: peak MB}`` that keeps each process's largest value."""
 
-    def zero(self, value: float) -> float:
-        return 0.0
+    def zero(self, value: dict[str, float]) -> dict[str, float]:
+        return {}
 
-    def addInPlace(self, value1: float, value2: float) -> float:  # noqa: N802 (Spark's name)
-        return max(value1, value2)
+    def addInPlace(  # noqa: N802 (Spark's name)
+        self, value1: dict[str, float], value2: dict[str, float]
+    ) -> dict[str, float]:
+        merged = dict(value1)
+        for name, peak in value2.items():
+            merged[name] = max(peak, merged.get(name, 0.0))
+        return merged
+
+
+def process_name() -> str:
+    """Return ``HOST:PID``, which names this process among all the cluster's."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def own_peak_rss_mb() -> float:
