@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes.util
+
 import numpy as np
 import pytest
 from pyspark.ml.functions import array_to_vector
 
-from fruits_pipeline.pca import PCAInputError, choose_k, fit_two_pass_pca, project
+from fruits_pipeline.pca import (
+    PCAInputError,
+    choose_k,
+    fit_two_pass_pca,
+    linear_algebra,
+    project,
+)
 
 
 @pytest.mark.parametrize(
@@ -108,3 +116,13 @@ def test_pass_two_equals_a_fresh_pca_k_fit(spark, tmp_path):
     again = np.array([r[0] for r in project(loaded, frame).select("pca_features").collect()])
     first = np.array([r[0] for r in project(result.model, frame).select("pca_features").collect()])
     assert again.shape == (80, result.k) and np.allclose(again, first)
+
+
+def test_spark_uses_the_native_lapack_where_one_is_installed(spark):
+    algebra = linear_algebra(spark)
+    assert algebra["native"] == (algebra["lapack"] == "JNILAPACK")
+    assert algebra["lapack"] in {"JNILAPACK", "F2jLAPACK", "JavaLAPACK"}
+    if ctypes.util.find_library("lapack") and ctypes.util.find_library("blas"):
+        # liblapack.so.3 and libblas.so.3 are what dev.ludovic.netlib loads (.ci/run
+        # installs OpenBLAS's); with them, the decomposition must not run in Java.
+        assert algebra == {"blas": "JNIBLAS", "lapack": "JNILAPACK", "native": True}

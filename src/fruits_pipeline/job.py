@@ -31,7 +31,7 @@ from fruits_pipeline.listing import (
 from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak_rss_mb
 from fruits_pipeline.model import WeightsSpec, load_weights
 from fruits_pipeline.outputs import OutputLocation
-from fruits_pipeline.pca import fit_two_pass_pca, project
+from fruits_pipeline.pca import fit_two_pass_pca, linear_algebra, project
 from fruits_pipeline.progress import log_progress
 from fruits_pipeline.session import session_conf, tensorflow_threads
 
@@ -184,6 +184,7 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
     # 4. PCA in two passes over the stored features.
     valid = stored.where(F.col("error").isNull()).drop("error")
     with clock.stage("pca"):
+        algebra = linear_algebra(spark)
         pca = fit_two_pass_pca(valid, config.variance_threshold)
 
     # 5. Write: parquet, the PCA model, the CSV.
@@ -215,6 +216,7 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
             "variance_kept": pca.variance_kept,
             "fitted_on_rows": pca.rows,
             "cumulative_explained_variance": pca.cumulative_variance,
+            "linear_algebra": algebra,
         },
         "weights": {
             "source": weights.spec.describe(),

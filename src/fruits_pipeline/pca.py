@@ -15,7 +15,7 @@ import numpy as np
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCA, PCAModel, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,32 @@ def truncate(model: PCAModel, k: int) -> PCAModel:
     truncated = PCAModel(java_model)
     truncated._transfer_params_from_java()
     return truncated
+
+
+#: Debian/Ubuntu packages that give Spark a native BLAS and LAPACK (OpenBLAS).
+NATIVE_LAPACK_HINT = "apt-get install libopenblas0-pthread liblapack3 (dnf install openblas)"
+
+
+def linear_algebra(spark: SparkSession) -> dict[str, object]:
+    """Return which BLAS and LAPACK Spark ML uses in the driver's JVM: the class names of
+    ``dev.ludovic.netlib``'s instances and ``native`` (True when LAPACK is JNILAPACK).
+
+    PCA's decomposition of the 1280x1280 covariance runs in the driver's LAPACK: about 1.4 s
+    with OpenBLAS against about 7 s with the pure-Java fallback (F2jLAPACK) on 2 cores.
+    Logs a warning, with the packages to install, when LAPACK is not native.
+    """
+    netlib = spark.sparkContext._jvm.dev.ludovic.netlib
+    lapack = netlib.lapack.LAPACK.getInstance().getClass().getSimpleName()
+    blas = netlib.blas.BLAS.getInstance().getClass().getSimpleName()
+    native = lapack == "JNILAPACK"
+    if not native:
+        log.warning(
+            "Spark ML uses the pure-Java LAPACK (%s): PCA will be about 5x slower; "
+            "install a native one: %s",
+            lapack,
+            NATIVE_LAPACK_HINT,
+        )
+    return {"blas": blas, "lapack": lapack, "native": native}
 
 
 def project(

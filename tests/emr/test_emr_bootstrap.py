@@ -7,6 +7,7 @@ nothing; a pin that is not installed makes it fail, loudly."""
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import re
 import shutil
@@ -63,6 +64,9 @@ def bootstrap(aws_env, s3, private_bucket, submit_step, tmp_path):
         pytest.skip(problem)
     if os.geteuid() != 0:
         pytest.skip("the bootstrap installs as root (sudo on EMR); run the tests as root")
+    if not (ctypes.util.find_library("blas") and ctypes.util.find_library("lapack")):
+        # Without them the script would install OpenBLAS with dnf, as on EMR.
+        pytest.skip("no native BLAS/LAPACK (apt-get install libopenblas0-pthread liblapack3)")
     code = f"s3://{private_bucket}/fruits-pipeline/runs/r1/code/"
 
     def run(requirements: str | None = None, args: list[str] | None = None):
@@ -105,6 +109,7 @@ def test_bootstrap_installs_the_pins_and_is_idempotent(bootstrap):
         assert "tensorflow-cpu==2.19.1" in out  # the x86-64 marker was evaluated
         assert "pyspark" not in out.split("requirements from", 1)[1]  # EMR provides it
         assert "MISMATCH" not in out
+        assert "native BLAS/LAPACK present" in out and "dnf" not in out
         assert out.rstrip().endswith("the pinned dependencies are installed for " + str(PYTHON))
 
 
