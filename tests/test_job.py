@@ -69,9 +69,11 @@ def check_outputs(spark, output: Path, report: dict) -> dict:
     else:
         assert k == len(cumulative) and cumulative[-1] == pytest.approx(1.0)
     assert report["cnn"]["calls_per_image"] == 1.0
-    assert 1 <= report["model_builds"]["workers"] <= 2  # once per Python worker (local[2])
+    # At most once per Python worker (local[2]); 0 where this session's workers already
+    # built it for an earlier test with the same weights.
+    assert report["model_builds"]["workers"] <= 2
     workers = report["memory_peak_mb"]["python_workers"]  # {HOST:PID: MB}, one per process
-    assert len(workers) == report["model_builds"]["workers"]
+    assert 1 <= len(workers) <= 2
     assert all(":" in name and 300 < mb < 4000 for name, mb in workers.items())
     assert report["memory_peak_mb"]["python_worker_max"] == max(workers.values())
     assert not [p for p in output.parent.iterdir() if ".incomplete-" in p.name]
