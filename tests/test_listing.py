@@ -1,10 +1,12 @@
-"""Pure listing helpers: input partition sizing and path forms."""
+"""Listing: input partition sizing, path forms, and what a --limit run reads."""
 
 from __future__ import annotations
 
 import pytest
+from image_files import jpeg_bytes, noise_image
 
-from fruits_pipeline.listing import hadoop_path_string, partition_conf
+from fruits_pipeline.features import escape_glob
+from fruits_pipeline.listing import hadoop_path_string, list_images, partition_conf
 
 
 def files_per_partition(conf: dict[str, str], mean: int) -> int:
@@ -39,3 +41,30 @@ def test_hadoop_path_string():
         "file:/data/Apple Braeburn/x.jpg"
     )
     assert hadoop_path_string("s3://bucket/P%C3%AAche/x.jpg") == "s3://bucket/Pêche/x.jpg"
+
+
+def test_escape_glob():
+    assert escape_glob("file:/in/a[1]{x,y}*?.jpg") == r"file:/in/a\[1\]\{x,y\}\*\?.jpg"
+    assert escape_glob("s3://b/Apple Braeburn/r_1_100.jpg") == "s3://b/Apple Braeburn/r_1_100.jpg"
+
+
+def test_a_limit_reads_only_the_kept_files(spark, tmp_path):
+    folder = tmp_path / "in" / "Kiwi"
+    folder.mkdir(parents=True)
+    # "a[1].jpg" read as a glob would match "a1.jpg"; "e.jpg" is empty (the scan skips it).
+    names = ["a1.jpg", "a[1].jpg", "b{2}.jpg", "c d.jpg", "e.jpg", "f.jpg", "g.jpg"]
+    for seed, name in enumerate(names):
+        data = b"" if name == "e.jpg" else jpeg_bytes(noise_image(seed))
+        (folder / name).write_bytes(data)
+
+    listing = list_images(spark, str(tmp_path / "in"), limit=5)
+
+    kept = sorted(names)[:5]
+    assert [p.rsplit("/", 1)[1] for p in listing.paths] == kept
+    assert [p.rsplit("/", 1)[1] for p in listing.empty_paths] == ["e.jpg"]
+    rows = listing.images.select("path", "label", "length").collect()
+    assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == [n for n in kept if n != "e.jpg"]
+    assert {r["label"] for r in rows} == {"Kiwi"}
+    assert listing.total_bytes == sum((folder / n).stat().st_size for n in kept)
+    # The scan itself covers the kept files only, not the whole folder filtered.
+    assert len(listing.images.inputFiles()) == 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -35,9 +36,10 @@ EXTRACTION_TYPE = StructType(
 )
 
 
-def read_images(spark: SparkSession, uri: str) -> DataFrame:
+def read_images(spark: SparkSession, uri: str, files: list[str] | None = None) -> DataFrame:
     """Return ``path``, ``label``, ``content`` (bytes), ``length`` (bytes) and
-    ``modificationTime`` for every image under ``uri`` (a Spark URI), searched recursively.
+    ``modificationTime`` for every image under ``uri`` (a Spark URI), searched recursively,
+    or for only ``files`` (paths as the ``path`` column writes them) when given.
 
     Only ``.jpg``, ``.jpeg`` and ``.png`` files in any letter case are kept; hidden files
     and folders (``.name``, ``_name``) are skipped by Spark's listing.  The label is the
@@ -51,7 +53,7 @@ def read_images(spark: SparkSession, uri: str) -> DataFrame:
         .option("pathGlobFilter", IMAGE_GLOB)
         .option("ignoreMissingFiles", "true")
         .option("ignoreCorruptFiles", "true")
-        .load(uri)
+        .load([escape_glob(name) for name in files] if files is not None else uri)
     )
     return frame.select(
         "path",
@@ -60,6 +62,12 @@ def read_images(spark: SparkSession, uri: str) -> DataFrame:
         "length",
         "modificationTime",
     )
+
+
+def escape_glob(path: str) -> str:
+    """Return ``path`` with Hadoop's glob characters escaped, so that Spark loads exactly
+    that file (``a[1].jpg`` is otherwise a pattern that matches ``a1.jpg``)."""
+    return re.sub(r"([\\*?\[\]{}])", r"\\\1", path)
 
 
 #: Strips ``scheme://authority`` or ``scheme:`` from a URI, keeping the path.

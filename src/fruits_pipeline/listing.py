@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from fruits_pipeline import outputs
@@ -68,8 +67,10 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
     every = sorted(indexed | scanned)
     if limit and limit < len(every):
         every = every[:limit]
-        keep = spark.createDataFrame([(p,) for p in every], "path string")
-        images = images.join(F.broadcast(keep), "path", "left_semi")
+        # Read only the kept files (not every file, filtered): the scan and its input
+        # partitions then follow the limit.
+        kept = [p for p in every if p in scanned]
+        images = read_images(spark, root, files=kept) if kept else images.limit(0)
     empty = [p for p in every if p not in scanned]
     total = sum(sizes.get(p, 0) for p in every)
     return Listing(images=images, root=root, paths=every, empty_paths=empty, total_bytes=total)
