@@ -114,6 +114,16 @@ def test_preprocess_scales_to_minus_one_one():
     assert np.allclose(preprocess(batch)[0, 0, 0], [-1.0, 127 / 127.5 - 1, 1.0])
 
 
+def test_preprocess_is_keras_preprocess_input_bit_for_bit():
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    batch = np.random.default_rng(0).integers(0, 256, size=(3, 224, 224, 3), dtype=np.uint8)
+    expected = preprocess_input(batch.astype(np.float32))
+    assert np.array_equal(preprocess(batch), expected)
+    out = np.empty(batch.shape, dtype=np.float32)
+    assert preprocess(batch, out=out) is out and np.array_equal(out, expected)
+
+
 def test_sixteen_bit_png_is_scaled_not_clipped():
     ramp = np.tile(np.linspace(0, 65535, 100, dtype=np.uint16), (100, 1))
     buffer = io.BytesIO()
