@@ -17,7 +17,7 @@ from fruits_pipeline.features import (
     read_images,
 )
 from fruits_pipeline.images import label_from_path
-from fruits_pipeline.model import load_weights, parse_weights_spec
+from fruits_pipeline.model import load_weights, network_payload, parse_weights_spec
 
 pytestmark = pytest.mark.spark
 
@@ -69,15 +69,20 @@ def keras_reference(weights_path: Path, image_paths: list[str]) -> np.ndarray:
     return features.predict(keras.applications.mobilenet_v2.preprocess_input(batch), verbose=0)
 
 
-@pytest.mark.parametrize("weights_format", ["legacy", "keras3"])
+@pytest.mark.parametrize(
+    "weights_format, engine",
+    [("legacy", "onnxruntime"), ("keras3", "onnxruntime"), ("legacy", "tensorflow")],
+)
 def test_features_equal_keras_on_the_same_weights(
-    spark, weights_files, fidelity_folder, weights_format
+    spark, weights_files, fidelity_folder, weights_format, engine
 ):
     weights = load_weights(parse_weights_spec(str(weights_files[weights_format])))
-    broadcast = spark.sparkContext.broadcast(weights.arrays)
+    broadcast = spark.sparkContext.broadcast(network_payload(weights, engine))
     counters = ExtractionCounters.create(spark)
     images = read_images(spark, "file:" + str(fidelity_folder))
-    rows = extract_features(images, broadcast, weights.arrays_sha256, counters, batch_size=4)
+    rows = extract_features(
+        images, broadcast, weights.arrays_sha256, counters, batch_size=4, engine=engine
+    )
     rows = sorted(rows.collect(), key=lambda row: row["path"])
 
     assert all(row["error"] is None for row in rows)
@@ -97,7 +102,7 @@ def test_features_equal_keras_on_the_same_weights(
 
 def test_bad_images_become_error_rows(spark, mixed_folder):
     weights = load_weights(parse_weights_spec("random:1"))
-    broadcast = spark.sparkContext.broadcast(weights.arrays)
+    broadcast = spark.sparkContext.broadcast(network_payload(weights, "onnxruntime"))
     counters = ExtractionCounters.create(spark)
     images = read_images(spark, "file:" + str(mixed_folder))
     rows = {

@@ -163,7 +163,8 @@ def test_end_to_end_on_fruits360_test_split(spark, capsys, tmp_path, weights_fil
     assert 1 < report["pca"]["k"] < 1280
     assert len(report["pca"]["cumulative_explained_variance"]) == 1280
     assert report["weights"]["meaningful"] and len(report["weights"]["file_sha256"]) == 64
-    assert set(report["versions"]) >= {"python", "spark", "tensorflow", "keras"}
+    assert set(report["versions"]) >= {"python", "spark", "tensorflow", "keras", "onnxruntime"}
+    assert report["settings"]["engine"] == "onnxruntime"  # the default
     assert report["versions"]["spark"].startswith("3.5.")
     assert set(report["seconds"]) >= {"list", "model", "extract", "pca", "write", "total"}
     check_outputs(spark, output, report)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from fruits_pipeline import __version__
-from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE
 from fruits_pipeline.images import IMAGE_GLOB, MODEL_INPUT_SIZE, ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,9 @@ class ExtractionCounters:
     batches: object
     #: ``{HOST:PID: peak RSS in MB}`` of every Python worker that ran the UDF.
     worker_peak_rss_mb: object
+    #: Seconds the workers spent decoding batches and in inference, summed over workers.
+    decode_seconds: object
+    inference_seconds: object
 
     @classmethod
     def create(cls, spark: SparkSession) -> ExtractionCounters:
@@ -111,6 +115,8 @@ class ExtractionCounters:
             context.accumulator(0),
             context.accumulator(0),
             context.accumulator({}, PeakPerProcessParam()),
+            context.accumulator(0.0),
+            context.accumulator(0.0),
         )
 
 
@@ -121,18 +127,21 @@ def extract_features(
     counters: ExtractionCounters,
     batch_size: int = DEFAULT_BATCH_SIZE,
     threads_per_task: int = 1,
+    engine: str = DEFAULT_ENGINE,
 ) -> DataFrame:
     """Return the columns of ``images`` but ``content``, plus ``features``
     (``array<float>`` of 1280, null on error) and ``error`` (null on success).
 
-    ``weights`` is the broadcast list of MobileNetV2 weight arrays; ``weights_key`` names
-    them, so that each Python worker builds the network once and reuses it.  Nothing runs
-    until the result is written or counted.
+    ``weights`` is the broadcast ``model.network_payload`` for ``engine``; ``weights_key``
+    names the weights, so that each Python worker builds its extractor once and reuses it.
+    Nothing runs until the result is written or counted.
     """
     model_builds = counters.model_builds
     images_inferred = counters.images_inferred
     batches = counters.batches
     worker_peak = counters.worker_peak_rss_mb
+    decode_seconds = counters.decode_seconds
+    inference_seconds = counters.inference_seconds
 
     driver_version = __version__
 
@@ -147,15 +156,27 @@ def extract_features(
                 "ship the same package with --py-files or install the same wheel on every node"
             )
         extract = None
+        inferring = [0.0]  # seconds in extract() during the current batch
+
+        def timed_extract(batch: np.ndarray) -> np.ndarray:
+            started = time.perf_counter()
+            try:
+                return extract(batch)
+            finally:
+                inferring[0] = time.perf_counter() - started
+
         for series in contents:
             if extract is None:
                 extract, built = cached_extractor(
-                    weights_key, lambda: weights.value, threads_per_task
+                    weights_key, lambda: weights.value, threads_per_task, engine
                 )
                 if built:
                     model_builds.add(1)
             for start in range(0, len(series), batch_size):
-                frame = featurize_batch(series.iloc[start : start + batch_size], extract)
+                started, inferring[0] = time.perf_counter(), 0.0
+                frame = featurize_batch(series.iloc[start : start + batch_size], timed_extract)
+                inference_seconds.add(inferring[0])
+                decode_seconds.add(time.perf_counter() - started - inferring[0])
                 images_inferred.add(int(frame["features"].notna().sum()))
                 batches.add(1)
                 _crash_once_for_tests()

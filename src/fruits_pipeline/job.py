@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruits_pipeline import outputs
-from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE
 from fruits_pipeline.features import ExtractionCounters, extract_features
 from fruits_pipeline.images import REJECT_REASONS
 from fruits_pipeline.incremental import find_previous_run, plan_incremental
@@ -29,7 +29,7 @@ from fruits_pipeline.listing import (
     partition_conf,
 )
 from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak_rss_mb
-from fruits_pipeline.model import WeightsSpec, load_weights
+from fruits_pipeline.model import WeightsSpec, load_weights, network_payload
 from fruits_pipeline.outputs import OutputLocation
 from fruits_pipeline.pca import fit_two_pass_pca, linear_algebra, project
 from fruits_pipeline.progress import log_progress
@@ -58,6 +58,7 @@ class JobConfig:
     limit: int | None = None
     overwrite: bool = False
     incremental: bool = False
+    engine: str = DEFAULT_ENGINE
 
 
 class StageClock:
@@ -99,10 +100,11 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
             raise InputError(f"only 1 image under {config.input!r}: PCA needs at least 2")
         log.info("found %d images under %s", listing.files_seen, config.input)
 
-    # 2. Model: load the weights once on the driver and broadcast them.
+    # 2. Model: load the weights once on the driver and broadcast the network built from
+    #    them (the ONNX model for onnxruntime, the arrays for tensorflow).
     with clock.stage("model"):
         weights = load_weights(config.weights)
-        broadcast = spark.sparkContext.broadcast(weights.arrays)
+        broadcast = spark.sparkContext.broadcast(network_payload(weights, config.engine))
 
     previous = None
     if config.incremental:
@@ -171,6 +173,7 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
             config.batch_size,
             location.spark_path(EXTRACTED),
             reused=plan.reused if plan else None,
+            engine=config.engine,
         )
     stored = spark.read.parquet(location.spark_path(EXTRACTED))
     counts = count_rows(stored)
@@ -230,6 +233,7 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
         ),
         "settings": {
             "batch_size": config.batch_size,
+            "engine": config.engine,
             "limit": config.limit,
             "incremental": config.incremental,
             "master": spark.sparkContext.master,
@@ -265,6 +269,7 @@ def write_extracted(
     batch_size: int,
     uri: str,
     reused: DataFrame | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> ExtractionCounters:
     """Run the CNN over ``images`` and write one row per listed image to parquet at ``uri``:
     features or an error, plus ``reused`` rows and rows for files the scan skipped.
@@ -280,6 +285,7 @@ def write_extracted(
         counters=counters,
         batch_size=batch_size,
         threads_per_task=tensorflow_threads(spark),
+        engine=engine,
     )
     if reused is not None:
         extracted = extracted.unionByName(reused)
@@ -318,6 +324,9 @@ def extraction_facts(spark: SparkSession, counters: ExtractionCounters, featuriz
             "images_inferred": counters.images_inferred.value,
             "batches": counters.batches.value,
             "calls_per_image": round(counters.images_inferred.value / max(1, featurized), 4),
+            # summed over the Python workers: what the extract stage's CPU went to
+            "decode_seconds": round(counters.decode_seconds.value, 2),
+            "inference_seconds": round(counters.inference_seconds.value, 2),
         },
         "memory_peak_mb": {
             "python_worker_max": max(workers.values()) if workers else None,
@@ -371,6 +380,7 @@ def versions(spark: SparkSession) -> dict[str, str]:
     """Return the versions that decide the features: Python, Spark, TensorFlow, Keras…"""
     import keras
     import numpy
+    import onnxruntime
     import PIL
     import pyarrow
     import tensorflow
@@ -383,6 +393,7 @@ def versions(spark: SparkSession) -> dict[str, str]:
         "spark": spark.version,
         "tensorflow": tensorflow.__version__,
         "keras": keras.__version__,
+        "onnxruntime": onnxruntime.__version__,
         "numpy": numpy.__version__,
         "pillow": PIL.__version__,
         "pyarrow": pyarrow.__version__,

@@ -1,8 +1,10 @@
 """MobileNetV2 as a feature extractor: where its weights come from, and how it is rebuilt.
 
-The driver loads the weights once (``load_weights``) and broadcasts the arrays; each Python
-worker rebuilds the network from them once (``cached_extractor``) and reuses it for every
-task and batch it runs.
+The driver loads the weights once (``load_weights``) and broadcasts what the inference
+engine needs (``network_payload``): for ``onnxruntime`` (the default) the network converted
+to ONNX from those weights, for ``tensorflow`` the weight arrays themselves.  Each Python
+worker builds its extractor from the broadcast once (``cached_extractor``) and reuses it
+for every task and batch it runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fruits_pipeline.defaults import ENGINES
 from fruits_pipeline.images import MODEL_INPUT_SIZE
 
 log = logging.getLogger(__name__)
@@ -217,6 +220,21 @@ def load_weights(spec: WeightsSpec) -> LoadedWeights:
     return loaded
 
 
+def network_payload(weights: LoadedWeights, engine: str) -> bytes | list[np.ndarray]:
+    """Return what the driver broadcasts for ``engine``: the serialized ONNX model of the
+    feature network built from ``weights`` (``onnxruntime``, about 9 MB) or the weight
+    arrays (``tensorflow``, 14 MB).  Raises ValueError for another engine name."""
+    if engine == "tensorflow":
+        return weights.arrays
+    if engine != "onnxruntime":
+        raise ValueError(f"unknown inference engine {engine!r}: use one of {ENGINES}")
+    from fruits_pipeline.onnx_export import to_onnx
+
+    network = build_mobilenet(weights=None)
+    network.set_weights(weights.arrays)
+    return to_onnx(feature_model(network)).SerializeToString()
+
+
 def sha256_file(path: str) -> str:
     """Return the hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -237,29 +255,71 @@ def sha256_arrays(arrays: list[np.ndarray]) -> str:
 
 # --- worker side -----------------------------------------------------------------------
 
-#: One compiled extractor per weights fingerprint, per Python worker process.
+#: One extractor per (engine, weights fingerprint), per Python worker process.
 _EXTRACTORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
 
 
 def cached_extractor(
-    key: str, arrays_source: Callable[[], list[np.ndarray]], threads: int
+    key: str,
+    payload_source: Callable[[], bytes | list[np.ndarray]],
+    threads: int,
+    engine: str = "tensorflow",
 ) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
     """Return ``(extract, built)``: this process's extractor for the weights named ``key``.
 
     ``extract`` maps a preprocessed float32 ``(n, 224, 224, 3)`` batch to float32
-    ``(n, 1280)`` features.  The network is rebuilt with ``weights=None`` and
-    ``set_weights(arrays_source())`` only the first time a process sees ``key``; ``built``
-    says whether this call built it.  ``threads`` caps TensorFlow's thread pools (set once,
-    before the first TensorFlow operation of the process).
+    ``(n, 1280)`` features.  The first time a process sees ``(engine, key)`` it builds the
+    extractor from ``payload_source()`` (see ``network_payload``): an ONNX Runtime session
+    on the ONNX model, or MobileNetV2 rebuilt with ``set_weights`` and compiled as a
+    ``tf.function``; ``built`` says whether this call built it.  ``threads`` caps the
+    engine's thread pool (for TensorFlow, once per process, before its first operation).
     """
-    extract = _EXTRACTORS.get(key)
+    cache_key = f"{engine}:{key}"
+    extract = _EXTRACTORS.get(cache_key)
     if extract is not None:
         return extract, False
+    if engine not in ENGINES:
+        raise ValueError(f"unknown inference engine {engine!r}: use one of {ENGINES}")
+    payload = payload_source()
+    if isinstance(payload, bytes) != (engine == "onnxruntime"):
+        raise TypeError(f"the broadcast is not network_payload(weights, {engine!r})")
+    if engine == "onnxruntime":
+        extract = _onnxruntime_extractor(payload, threads)
+    else:
+        extract = _tensorflow_extractor(payload, threads)
+    _EXTRACTORS.clear()  # a worker keeps one network: a new run's weights replace the old
+    _EXTRACTORS[cache_key] = extract
+    return extract, True
+
+
+def _onnxruntime_extractor(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    from fruits_pipeline.onnx_export import INPUT_NAME, OUTPUT_NAME
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle threads sleep instead of spinning: Spark's other work shares these cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def extract(batch: np.ndarray) -> np.ndarray:
+        feed = {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+        return session.run([OUTPUT_NAME], feed)[0]
+
+    return extract
+
+
+def _tensorflow_extractor(
+    arrays: list[np.ndarray], threads: int
+) -> Callable[[np.ndarray], np.ndarray]:
     _configure_threads(threads)
     import tensorflow as tf
 
     network = build_mobilenet(weights=None)
-    network.set_weights(arrays_source())
+    network.set_weights(arrays)
     features = feature_model(network)
     signature = tf.TensorSpec([None, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3], tf.float32)
     compiled = tf.function(
@@ -269,9 +329,7 @@ def cached_extractor(
     def extract(batch: np.ndarray) -> np.ndarray:
         return compiled(tf.convert_to_tensor(batch)).numpy()
 
-    _EXTRACTORS.clear()  # a worker keeps one network: a new run's weights replace the old
-    _EXTRACTORS[key] = extract
-    return extract, True
+    return extract
 
 
 _THREADS_SET = False

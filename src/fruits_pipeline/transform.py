@@ -24,9 +24,15 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fruits_pipeline import outputs
-from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE
 from fruits_pipeline.listing import InputError, list_images
-from fruits_pipeline.model import LoadedWeights, WeightsError, WeightsSpec, load_weights
+from fruits_pipeline.model import (
+    LoadedWeights,
+    WeightsError,
+    WeightsSpec,
+    load_weights,
+    network_payload,
+)
 from fruits_pipeline.outputs import OutputLocation
 from fruits_pipeline.pca import project
 
@@ -52,6 +58,7 @@ class TransformConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     limit: int | None = None
     overwrite: bool = False
+    engine: str = DEFAULT_ENGINE
 
 
 def read_model_report(model: str) -> dict:
@@ -135,7 +142,7 @@ def transform_job(
             raise InputError(f"no images (.jpg, .jpeg, .png) found under {config.input!r}")
     model_uri = outputs.join(config.model, PCA_MODEL)
     pca_model = PipelineModel.load(outputs.spark_uri(model_uri))
-    broadcast = spark.sparkContext.broadcast(weights.arrays)
+    broadcast = spark.sparkContext.broadcast(network_payload(weights, config.engine))
     location.begin()
     try:
         with clock.stage("extract"):
@@ -147,6 +154,7 @@ def transform_job(
                 weights.arrays_sha256,
                 config.batch_size,
                 location.spark_path(EXTRACTED),
+                engine=config.engine,
             )
         stored = spark.read.parquet(location.spark_path(EXTRACTED))
         counts = count_rows(stored)
@@ -195,6 +203,7 @@ def transform_job(
             **extraction_facts(spark, counters, counts["featurized"]),
             "settings": {
                 "batch_size": config.batch_size,
+                "engine": config.engine,
                 "limit": config.limit,
                 "master": spark.sparkContext.master,
                 "default_parallelism": spark.sparkContext.defaultParallelism,
@@ -259,6 +268,7 @@ def transform_command(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             limit=args.limit,
             overwrite=args.overwrite,
+            engine=args.engine or model_report.get("settings", {}).get("engine", DEFAULT_ENGINE),
         )
         if outputs.fsspec_uri(config.output).rstrip("/") == outputs.fsspec_uri(config.model):
             raise ModelError("--output must not be the --model run: it would replace the model")
