@@ -1,14 +1,17 @@
-"""Benchmark: the job's extract stage against a single-process TensorFlow ceiling.
+"""Benchmark: the job's extract stage against a single-process ceiling, and the notebook.
 
 ``python -m fruits_pipeline.benchmark [--input DIR] [--limit N]`` (``make bench``) runs, in
 one process so that the ratios hold on a noisy machine:
 
-1. the ceiling: no Spark, the job's own decode, preprocessing and compiled inference called
-   directly on batches, with every core given to TensorFlow; images/s of decode, of
-   inference and overall;
+1. the ceiling: no Spark, the job's own decode, preprocessing and inference (``--engine``,
+   ONNX Runtime by default) called directly on batches, with every core given to the
+   engine; images/s of decode, of inference and overall;
 2. the whole job in local mode with its default settings: seconds per stage, the extract
-   stage's images/s, model builds, CNN calls per image, peak memory;
-3. the ratio of 2 to 1.
+   stage's images/s, model builds, CNN calls per image, peak memory of each process;
+3. the ratio of 2 to 1;
+4. the same chain written the notebook way (``notebook_baseline``), in a process and JVM of
+   its own: seconds per stage, model builds, and the job's speed-up over it, for the whole
+   chain and for the PCA stage (``--no-notebook`` skips it).
 
 It prints a table and writes the figures as JSON.
 """
@@ -19,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fruits_pipeline.defaults import DEFAULT_ENGINE, ENGINES
 from fruits_pipeline.images import MODEL_INPUT_SIZE, decode_image, is_image_path, preprocess
 
 log = logging.getLogger(__name__)
@@ -47,17 +52,17 @@ def image_files(root: Path, limit: int | None) -> list[Path]:
 
 
 def measure_ceiling(
-    files: list[Path], arrays: list[np.ndarray], key: str, batch_size: int, threads: int
+    files: list[Path], payload, key: str, batch_size: int, threads: int, engine: str
 ) -> dict:
-    """Run decode + preprocess + compiled inference in this process, no Spark.
+    """Run decode + preprocess + the engine's inference in this process, no Spark.
 
     Returns seconds spent reading, decoding (with preprocessing) and in inference, and the
-    images/s of each and overall.  The first batch warms the compiled function up and is
+    images/s of each and overall.  The first batch warms the extractor up and is
     not counted.
     """
     from fruits_pipeline.model import cached_extractor
 
-    extract, _ = cached_extractor(key, lambda: arrays, threads)
+    extract, _ = cached_extractor(key, lambda: payload, threads, engine)
     warm = np.zeros((batch_size, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3), dtype=np.float32)
     extract(warm)
     read_s = decode_s = infer_s = 0.0
@@ -77,6 +82,7 @@ def measure_ceiling(
     count = len(files)
     return {
         "images": count,
+        "engine": engine,
         "threads": threads,
         "batch_size": batch_size,
         "seconds": {
@@ -92,8 +98,11 @@ def measure_ceiling(
     }
 
 
-def run_job_once(input_dir: Path, limit: int | None, weights_text: str, workdir: Path) -> dict:
-    """Run the whole job in local mode with its defaults; return its report."""
+def run_job_once(
+    input_dir: Path, limit: int | None, weights_text: str, engine: str, workdir: Path
+) -> dict:
+    """Run the whole job in local mode with its defaults; stop its SparkSession and return
+    its report."""
     from fruits_pipeline.job import JobConfig, run_job
     from fruits_pipeline.model import parse_weights_spec
     from fruits_pipeline.session import build_spark
@@ -107,8 +116,49 @@ def run_job_once(input_dir: Path, limit: int | None, weights_text: str, workdir:
         weights=parse_weights_spec(weights_text),
         limit=limit,
         overwrite=True,
+        engine=engine,
     )
-    return run_job(spark, config, spark_start_seconds=spark_seconds)
+    try:
+        return run_job(spark, config, spark_start_seconds=spark_seconds)
+    finally:
+        spark.stop()
+
+
+def run_notebook_once(
+    input_dir: Path, limit: int | None, weights_text: str, lapack: str, workdir: Path
+) -> dict:
+    """Run the notebook-style chain in a process (and JVM) of its own, with Spark's default
+    settings; return its figures, ``spark_start`` and ``total`` seconds included."""
+    figures = workdir / "notebook.json"
+    command = [
+        sys.executable,
+        "-m",
+        "fruits_pipeline.notebook_baseline",
+        "--input",
+        str(input_dir),
+        "--output",
+        str(workdir / "notebook"),
+        "--json",
+        str(figures),
+        "--weights",
+        weights_text,
+        "--lapack",
+        lapack,
+        *(["--limit", str(limit)] if limit else []),
+    ]
+    subprocess.run(command, check=True)
+    return json.loads(figures.read_text())
+
+
+def compare_with_notebook(job_seconds: dict, notebook_seconds: dict) -> dict:
+    """Return the job's speed-up over the notebook (notebook seconds / job seconds) for the
+    whole run, Spark's start included (each starts its own JVM), and for the PCA stage; and
+    the job's PCA seconds as a fraction of the notebook's."""
+    return {
+        "whole_job_speedup": round(notebook_seconds["total"] / job_seconds["total"], 2),
+        "pca_speedup": round(notebook_seconds["pca"] / job_seconds["pca"], 2),
+        "pca_fraction_of_notebook": round(job_seconds["pca"] / notebook_seconds["pca"], 3),
+    }
 
 
 def format_table(result: dict) -> str:
@@ -116,6 +166,7 @@ def format_table(result: dict) -> str:
     ceiling, job = result["ceiling"], result["job"]
     rows = [
         ("images", f"{ceiling['images']}"),
+        ("inference engine", ceiling["engine"]),
         ("ceiling decode (+preprocess) images/s", f"{ceiling['images_per_s']['decode']}"),
         ("ceiling inference images/s", f"{ceiling['images_per_s']['inference']}"),
         ("ceiling overall images/s", f"{ceiling['images_per_s']['overall']}"),
@@ -127,14 +178,38 @@ def format_table(result: dict) -> str:
             f"{job['model_builds']['driver']}, {job['model_builds']['workers']}",
         ),
         ("CNN calls per image", f"{job['cnn']['calls_per_image']}"),
+        ("peak memory MB driver JVM", f"{job['memory_peak_mb'].get('driver_jvm')}"),
+        ("peak memory MB driver Python", f"{job['memory_peak_mb'].get('driver_python')}"),
         (
-            "peak memory MB (driver JVM, driver Python, Python worker)",
-            ", ".join(
-                str(job["memory_peak_mb"].get(k))
-                for k in ("driver_jvm", "driver_python", "python_worker_max")
-            ),
+            "peak memory MB each Python worker",
+            ", ".join(str(v) for v in job["memory_peak_mb"].get("python_workers", {}).values()),
         ),
+        ("Spark ML BLAS / LAPACK", "{blas} / {lapack}".format(**job["linear_algebra"])),
     ]
+    notebook = result.get("notebook")
+    if notebook:
+        seconds = notebook["seconds"]
+        rows += [
+            (
+                "notebook seconds per stage",
+                ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()),
+            ),
+            ("notebook model builds (workers)", f"{notebook['model_builds_workers']}"),
+            ("notebook Spark ML LAPACK", notebook["lapack"]),
+            ("notebook CNN calls per image", f"{notebook['cnn_calls_per_image']}"),
+            (
+                "notebook extract stage images/s",
+                f"{notebook['featurized'] / seconds['extract']:.1f}",
+            ),
+            (
+                "job speed-up over the notebook, whole run",
+                f"{result['versus_notebook']['whole_job_speedup']:.2f}x",
+            ),
+            (
+                "job PCA stage / notebook PCA stage",
+                f"{result['versus_notebook']['pca_fraction_of_notebook']:.2f}",
+            ),
+        ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -155,6 +230,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=64, help="ceiling batch size (64)")
     parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help=f"inference engine of the ceiling and the job (default {DEFAULT_ENGINE})",
+    )
+    parser.add_argument(
+        "--no-notebook",
+        action="store_true",
+        help="skip the notebook-style baseline (saves about half the time)",
+    )
+    parser.add_argument(
+        "--notebook-lapack",
+        choices=("java", "native"),
+        default="java",
+        help="the notebook's Spark ML LAPACK: java, as on a stock Spark (default), or native",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         default=Path("bench-results/bench.json"),
@@ -168,16 +260,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: no folder {args.input}", file=sys.stderr)
         return 2
 
-    from fruits_pipeline.model import load_weights, parse_weights_spec
+    from fruits_pipeline.model import load_weights, network_payload, parse_weights_spec
 
     files = image_files(args.input, args.limit)
     weights = load_weights(parse_weights_spec(args.weights))
     log.info("ceiling: %d images, one process, %d threads", len(files), os.cpu_count())
     ceiling = measure_ceiling(
-        files, weights.arrays, weights.arrays_sha256, args.batch_size, os.cpu_count() or 1
+        files,
+        network_payload(weights, args.engine),
+        weights.arrays_sha256,
+        args.batch_size,
+        os.cpu_count() or 1,
+        args.engine,
     )
     with tempfile.TemporaryDirectory(prefix="fruits-bench-") as workdir:
-        report = run_job_once(args.input, args.limit, args.weights, Path(workdir))
+        report = run_job_once(args.input, args.limit, args.weights, args.engine, Path(workdir))
+        notebook = None
+        if not args.no_notebook:
+            log.info("notebook-style baseline: same images, same weights")
+            notebook = run_notebook_once(
+                args.input, args.limit, args.weights, args.notebook_lapack, Path(workdir)
+            )
     extract_rate = round(report["counts"]["featurized"] / report["seconds"]["extract"], 1)
     result = {
         "input": str(args.input),
@@ -189,10 +292,14 @@ def main(argv: list[str] | None = None) -> int:
             "model_builds": report["model_builds"],
             "cnn": report["cnn"],
             "memory_peak_mb": report["memory_peak_mb"],
+            "linear_algebra": report["pca"]["linear_algebra"],
             "counts": {k: report["counts"][k] for k in ("files_seen", "featurized", "rejected")},
         },
         "ratio": extract_rate / ceiling["images_per_s"]["overall"],
     }
+    if notebook:
+        result["notebook"] = notebook
+        result["versus_notebook"] = compare_with_notebook(report["seconds"], notebook["seconds"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))

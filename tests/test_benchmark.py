@@ -1,0 +1,45 @@
+"""The benchmark's arithmetic, and its notebook-style baseline on a few real JPEGs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from image_files import jpeg_bytes, noise_image
+
+from fruits_pipeline.benchmark import compare_with_notebook
+from fruits_pipeline.model import load_weights, parse_weights_spec
+from fruits_pipeline.notebook_baseline import NOTEBOOK_PARTITIONS, run_notebook_job
+
+
+def test_compare_with_notebook():
+    job = {"spark_start": 2.0, "extract": 40.0, "pca": 5.0, "total": 50.0}
+    notebook = {"spark_start": 2.0, "extract": 120.0, "pca": 20.0, "total": 150.0}
+    assert compare_with_notebook(job, notebook) == {
+        "whole_job_speedup": 3.0,
+        "pca_speedup": 4.0,
+        "pca_fraction_of_notebook": 0.25,
+    }
+
+
+@pytest.mark.spark
+def test_notebook_baseline_runs_the_chain(spark, weights_files, tmp_path):
+    for label, seeds in (("Kiwi", range(4)), ("Lemon", range(4, 7))):
+        folder = tmp_path / "images" / label
+        folder.mkdir(parents=True)
+        for seed in seeds:
+            (folder / f"{seed}.jpg").write_bytes(jpeg_bytes(noise_image(seed)))
+    arrays = load_weights(parse_weights_spec(str(weights_files["legacy"]))).arrays
+
+    result = run_notebook_job(
+        spark, "file:" + str(tmp_path / "images"), str(tmp_path / "out"), arrays
+    )
+
+    assert result["featurized"] == 7
+    assert result["cnn_calls_per_image"] == 1.0
+    # one per partition of repartition(20), empty ones included: the notebook's cost
+    assert result["model_builds_workers"] == NOTEBOOK_PARTITIONS
+    assert 1 <= result["k"] <= 7
+    assert set(result["seconds"]) == {"model", "extract", "pca", "write"}
+    table = pd.read_csv(tmp_path / "out" / "features.csv")
+    assert list(table.columns) == ["label", "pca_features"] and len(table) == 7
+    assert sorted(table["label"]) == ["Kiwi"] * 4 + ["Lemon"] * 3
