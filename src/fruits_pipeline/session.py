@@ -24,6 +24,10 @@ JOB_CONF = {
 LOCAL_CONF = {
     "spark.driver.memory": "2g",
     "spark.sql.shuffle.partitions": "8",
+    # A short local run spends much of its JVM time compiling: the C1 compiler alone and
+    # the parallel collector gave the extract stage 14.2-14.5 s against 15.0-15.7 s and the
+    # PCA 5.4-5.6 s against 6.0-6.2 s on 2,060 images, 2 cores (3 alternated runs each).
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC",
 }
 
 
