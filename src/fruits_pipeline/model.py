@@ -66,6 +66,8 @@ class LoadedWeights:
     arrays_sha256: str
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: The Keras feature model the arrays came from (driver only, never broadcast).
+    features_model: object = field(default=None, repr=False, compare=False)
 
     @property
     def meaningful(self) -> bool:
@@ -201,7 +203,7 @@ def load_weights(spec: WeightsSpec) -> LoadedWeights:
         with _local_copy(spec.location or "") as path:
             file_sha256 = sha256_file(path)
             network = _load_network_from_file(path, spec.location)
-    feature_model(network)  # checks the architecture once more
+    features = feature_model(network)  # checks the architecture once more
     arrays = network.get_weights()
     loaded = LoadedWeights(
         spec=spec,
@@ -209,6 +211,7 @@ def load_weights(spec: WeightsSpec) -> LoadedWeights:
         file_sha256=file_sha256,
         arrays_sha256=sha256_arrays(arrays),
         seconds=time.perf_counter() - started,
+        features_model=features,
     )
     log.info(
         "weights %s loaded in %.1f s (%d arrays, %.1f MB)",
@@ -230,9 +233,7 @@ def network_payload(weights: LoadedWeights, engine: str) -> bytes | list[np.ndar
         raise ValueError(f"unknown inference engine {engine!r}: use one of {ENGINES}")
     from fruits_pipeline.onnx_export import to_onnx
 
-    network = build_mobilenet(weights=None)
-    network.set_weights(weights.arrays)
-    return to_onnx(feature_model(network)).SerializeToString()
+    return to_onnx(weights.features_model).SerializeToString()
 
 
 def sha256_file(path: str) -> str:
@@ -263,7 +264,7 @@ def cached_extractor(
     key: str,
     payload_source: Callable[[], bytes | list[np.ndarray]],
     threads: int,
-    engine: str = "tensorflow",
+    engine: str,
 ) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
     """Return ``(extract, built)``: this process's extractor for the weights named ``key``.
 
@@ -278,15 +279,13 @@ def cached_extractor(
     extract = _EXTRACTORS.get(cache_key)
     if extract is not None:
         return extract, False
-    if engine not in ENGINES:
-        raise ValueError(f"unknown inference engine {engine!r}: use one of {ENGINES}")
     payload = payload_source()
-    if isinstance(payload, bytes) != (engine == "onnxruntime"):
-        raise TypeError(f"the broadcast is not network_payload(weights, {engine!r})")
-    if engine == "onnxruntime":
+    if engine == "onnxruntime" and isinstance(payload, bytes):
         extract = _onnxruntime_extractor(payload, threads)
-    else:
+    elif engine == "tensorflow" and isinstance(payload, list):
         extract = _tensorflow_extractor(payload, threads)
+    else:
+        raise ValueError(f"engine {engine!r} needs network_payload(weights, {engine!r})")
     _EXTRACTORS.clear()  # a worker keeps one network: a new run's weights replace the old
     _EXTRACTORS[cache_key] = extract
     return extract, True
