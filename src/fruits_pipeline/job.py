@@ -192,9 +192,13 @@ def _featurize_and_reduce(spark, config, location, clock, listing, weights, broa
 
     # 5. Write: parquet, the PCA model, the CSV.
     with clock.stage("write"):
-        project(pca.model, valid).write.mode("overwrite").parquet(location.spark_path(FEATURES))
-        stored.where(F.col("error").isNotNull()).drop("features").write.mode("overwrite").parquet(
-            location.spark_path(REJECTED)
+        outputs.write_parquet(
+            project(pca.model, valid), location.spark_path(FEATURES), mode="overwrite"
+        )
+        outputs.write_parquet(
+            stored.where(F.col("error").isNotNull()).drop("features"),
+            location.spark_path(REJECTED),
+            mode="overwrite",
         )
         pca.model.write().overwrite().save(location.spark_path(PCA_MODEL))
         written = spark.read.parquet(location.spark_path(FEATURES))
@@ -297,7 +301,7 @@ def write_extracted(
         listing.files_seen, listing.total_bytes, spark.sparkContext.defaultParallelism
     )
     with log_progress(spark, "extract"), session_conf(spark, sizing):
-        extracted.write.mode("overwrite").parquet(uri)
+        outputs.write_parquet(extracted, uri, mode="overwrite")
     report_unreadable(spark, listing, uri)
     return counters
 
@@ -308,8 +312,8 @@ def report_unreadable(spark: SparkSession, listing: Listing, extracted_uri: str)
     lost = [p for p in listing.paths if p not in written]
     if lost:
         log.warning("%d listed files could not be read: %s", len(lost), lost[:5])
-        missing_rows(spark, listing, lost, UNREADABLE_ERROR).write.mode("append").parquet(
-            extracted_uri
+        outputs.write_parquet(
+            missing_rows(spark, listing, lost, UNREADABLE_ERROR), extracted_uri, mode="append"
         )
 
 

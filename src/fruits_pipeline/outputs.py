@@ -30,6 +30,20 @@ REPORT_NAME = "report.json"
 SUCCESS_NAME = "_SUCCESS"
 
 
+#: Parquet writer options for the job's tables.  Dictionary encoding is off: the 1280
+#: features of a row are nearly all distinct floats, so parquet-mr built a dictionary for
+#: them only to fall back to plain encoding.  Without it the driver JVM spends 4.8 instead of
+#: 8.7-9.0 CPU seconds writing the features of 8,240 images (same file size), and the extract
+#: stage takes 42.9-43.8 s instead of 44.6-46.3 s on 2 cores.
+PARQUET_OPTIONS = {"parquet.enable.dictionary": "false"}
+
+
+def write_parquet(frame, uri: str, mode: str = "errorifexists") -> None:
+    """Write the Spark DataFrame ``frame`` as parquet at the Spark URI ``uri`` with
+    ``PARQUET_OPTIONS``; ``mode`` is Spark's save mode."""
+    frame.write.mode(mode).options(**PARQUET_OPTIONS).parquet(uri)
+
+
 class OutputExistsError(ValueError):
     """OUTPUT already exists and ``--overwrite`` was not given."""
 

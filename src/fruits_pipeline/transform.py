@@ -162,9 +162,10 @@ def transform_job(
         k = int(model_report["pca"]["k"])
         with clock.stage("project"):
             valid = stored.where(F.col("error").isNull()).drop("error")
-            project(pca_model, valid).write.parquet(location.spark_path(FEATURES))
-            stored.where(F.col("error").isNotNull()).drop("features").write.parquet(
-                location.spark_path(REJECTED)
+            outputs.write_parquet(project(pca_model, valid), location.spark_path(FEATURES))
+            outputs.write_parquet(
+                stored.where(F.col("error").isNotNull()).drop("features"),
+                location.spark_path(REJECTED),
             )
             written = spark.read.parquet(location.spark_path(FEATURES))
             csv_rows = write_features_csv(written, location.path(CSV_NAME), k)
