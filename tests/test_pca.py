@@ -125,4 +125,10 @@ def test_spark_uses_the_native_lapack_where_one_is_installed(spark):
     if ctypes.util.find_library("lapack") and ctypes.util.find_library("blas"):
         # liblapack.so.3 and libblas.so.3 are what dev.ludovic.netlib loads (.ci/run
         # installs OpenBLAS's); with them, the decomposition must not run in Java.
-        assert algebra == {"blas": "JNIBLAS", "lapack": "JNILAPACK", "native": True}
+        assert algebra == {
+            "blas": "JNIBLAS",
+            "lapack": "JNILAPACK",
+            "native": True,
+            # set by build_spark before the JVM started: one BLAS thread per task
+            "openblas_threads": "1",
+        }

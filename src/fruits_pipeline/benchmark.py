@@ -32,6 +32,7 @@ import numpy as np
 
 from fruits_pipeline.defaults import DEFAULT_ENGINE, ENGINES
 from fruits_pipeline.images import MODEL_INPUT_SIZE, decode_image, is_image_path, preprocess
+from fruits_pipeline.session import BLAS_THREADS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,9 @@ def run_notebook_once(
         lapack,
         *(["--limit", str(limit)] if limit else []),
     ]
-    subprocess.run(command, check=True)
+    # A stock Spark's environment: without the job's one-thread setting for OpenBLAS.
+    env = {key: value for key, value in os.environ.items() if key != BLAS_THREADS_ENV}
+    subprocess.run(command, check=True, env=env)
     return json.loads(figures.read_text())
 
 
@@ -184,7 +187,10 @@ def format_table(result: dict) -> str:
             "peak memory MB each Python worker",
             ", ".join(str(v) for v in job["memory_peak_mb"].get("python_workers", {}).values()),
         ),
-        ("Spark ML BLAS / LAPACK", "{blas} / {lapack}".format(**job["linear_algebra"])),
+        (
+            "Spark ML BLAS / LAPACK (OpenBLAS threads)",
+            "{blas} / {lapack} ({openblas_threads})".format(**job["linear_algebra"]),
+        ),
     ]
     notebook = result.get("notebook")
     if notebook:

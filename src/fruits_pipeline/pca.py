@@ -17,6 +17,8 @@ from pyspark.ml.feature import PCA, PCAModel, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 
+from fruits_pipeline.session import BLAS_THREADS_ENV
+
 log = logging.getLogger(__name__)
 
 VECTOR_COL = "_features_vector"
@@ -131,7 +133,8 @@ NATIVE_LAPACK_HINT = "apt-get install libopenblas0-pthread liblapack3 (dnf insta
 
 def linear_algebra(spark: SparkSession) -> dict[str, object]:
     """Return which BLAS and LAPACK Spark ML uses in the driver's JVM: the class names of
-    ``dev.ludovic.netlib``'s instances and ``native`` (True when LAPACK is JNILAPACK).
+    ``dev.ludovic.netlib``'s instances, ``native`` (True when LAPACK is JNILAPACK) and
+    ``openblas_threads`` (the JVM's ``OPENBLAS_NUM_THREADS``, None when unset).
 
     PCA's decomposition of the 1280x1280 covariance runs in the driver's LAPACK: about 1.4 s
     with OpenBLAS against about 7 s with the pure-Java fallback (F2jLAPACK) on 2 cores.
@@ -148,7 +151,8 @@ def linear_algebra(spark: SparkSession) -> dict[str, object]:
             lapack,
             NATIVE_LAPACK_HINT,
         )
-    return {"blas": blas, "lapack": lapack, "native": native}
+    threads = spark.sparkContext._jvm.java.lang.System.getenv(BLAS_THREADS_ENV)
+    return {"blas": blas, "lapack": lapack, "native": native, "openblas_threads": threads}
 
 
 def project(
