@@ -115,14 +115,13 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def preprocess(batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def preprocess(batch: np.ndarray) -> np.ndarray:
     """Scale a ``(n, 224, 224, 3)`` RGB batch (0..255) to MobileNetV2's input range [-1, 1].
 
     Returns float32, computed as ``keras.applications.mobilenet_v2.preprocess_input`` does
     (``x / 127.5 - 1``, bit for bit) without importing Keras, so that a worker running ONNX
-    Runtime never loads TensorFlow.  ``out``, a float32 array of the batch's shape, is
-    filled and returned instead of a new array (one buffer reused across batches).
+    Runtime never loads TensorFlow.
     """
-    result = np.divide(batch, np.float32(127.5), out=out, dtype=np.float32)
+    result = np.divide(batch, np.float32(127.5), dtype=np.float32)
     result -= np.float32(1.0)
     return result

@@ -33,7 +33,7 @@ from fruits_pipeline.model import WeightsSpec, load_weights, network_payload
 from fruits_pipeline.outputs import OutputLocation
 from fruits_pipeline.pca import fit_two_pass_pca, linear_algebra, project
 from fruits_pipeline.progress import log_progress
-from fruits_pipeline.session import session_conf, tensorflow_threads
+from fruits_pipeline.session import engine_threads, session_conf
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def write_extracted(
         weights_key=weights_key,
         counters=counters,
         batch_size=batch_size,
-        threads_per_task=tensorflow_threads(spark),
+        threads_per_task=engine_threads(spark),
         engine=engine,
     )
     if reused is not None:

@@ -66,15 +66,17 @@ def build_spark(
     return spark
 
 
-#: Spark setting for TensorFlow's threads in each Python worker (default: spark.task.cpus).
-TF_THREADS_CONF = "spark.fruits.tensorflowThreads"
+#: Spark setting for the inference engine's threads in each Python worker (ONNX Runtime's
+#: intra-op threads or TensorFlow's pools; default: spark.task.cpus).
+ENGINE_THREADS_CONF = "spark.fruits.engineThreads"
 
 
-def tensorflow_threads(spark: SparkSession) -> int:
-    """Return how many threads each Python worker gives TensorFlow: ``spark.task.cpus``
-    (the cores each task owns), unless ``spark.fruits.tensorflowThreads`` says otherwise."""
+def engine_threads(spark: SparkSession) -> int:
+    """Return how many threads each Python worker gives the inference engine:
+    ``spark.task.cpus`` (the cores each task owns), unless ``spark.fruits.engineThreads``
+    says otherwise."""
     default = spark.conf.get("spark.task.cpus", "1")
-    return max(1, int(spark.conf.get(TF_THREADS_CONF, default)))
+    return max(1, int(spark.conf.get(ENGINE_THREADS_CONF, default)))
 
 
 @contextmanager
