@@ -13,11 +13,17 @@ from shared_data import SHARED_FRUITS
 from fruits_pipeline.features import (
     ExtractionCounters,
     extract_features,
+    featurize_batch,
     label_column,
     read_images,
 )
-from fruits_pipeline.images import label_from_path
-from fruits_pipeline.model import load_weights, network_payload, parse_weights_spec
+from fruits_pipeline.images import decode_image, label_from_path, preprocess
+from fruits_pipeline.model import (
+    cached_extractor,
+    load_weights,
+    network_payload,
+    parse_weights_spec,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -100,6 +106,31 @@ def test_features_equal_keras_on_the_same_weights(
     broadcast.unpersist()
 
 
+def fingerprint(batch: np.ndarray) -> np.ndarray:
+    """A stand-in network: 1280 values per image that depend on that image alone."""
+    flat = batch.reshape(len(batch), -1)
+    return flat[:, :: flat.shape[1] // 1280][:, :1280] + flat.mean(axis=1, keepdims=True)
+
+
+def test_each_image_keeps_its_own_features_when_a_batch_holds_bad_ones():
+    import pandas as pd
+
+    good = [jpeg_bytes(noise_image(seed)) for seed in range(5)]
+    truncated = good[0][: len(good[0]) // 3]
+    contents = [good[0], b"not an image", good[1], b"", good[2], truncated, good[3], good[4]]
+    frame = featurize_batch(pd.Series(contents), fingerprint)
+
+    assert list(frame.columns) == ["features", "error"] and len(frame) == len(contents)
+    for position, content in enumerate(contents):
+        row = frame.iloc[position]
+        if content in good:
+            expected = fingerprint(preprocess(decode_image(content)[None]))[0]
+            assert row["error"] is None
+            assert np.array_equal(row["features"], expected), f"row {position}: another image's"
+        else:
+            assert row["features"] is None and row["error"]
+
+
 def test_bad_images_become_error_rows(spark, mixed_folder):
     weights = load_weights(parse_weights_spec("random:1"))
     broadcast = spark.sparkContext.broadcast(network_payload(weights, "onnxruntime"))
@@ -119,7 +150,15 @@ def test_bad_images_become_error_rows(spark, mixed_folder):
     assert rows["bomb.png"]["error"].startswith("decompression_bomb:")
     good = [r for name, r in rows.items() if name.endswith("_100.jpg")]
     assert len(good) == 6
-    assert all(r["error"] is None and len(r["features"]) == 1280 for r in good)
+    assert all(r["error"] is None for r in good)
+    # Each good image carries its own features: the network run on that image alone.
+    extract, _ = cached_extractor(
+        weights.arrays_sha256, lambda: broadcast.value, 1, "onnxruntime"
+    )
+    for row in good:
+        with open(row["path"][len("file:") :], "rb") as handle:
+            alone = extract(preprocess(decode_image(handle.read())[None]))[0]
+        assert np.allclose(row["features"], alone, atol=1e-5), row["path"]
     assert {r["label"] for r in good} == {"Apple Braeburn", "Pêche plate"}
     assert all(rows[n]["features"] is None for n in ("truncated.jpg", "notes.JPG", "bomb.png"))
     assert counters.images_inferred.value == 6

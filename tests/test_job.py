@@ -46,6 +46,7 @@ def check_outputs(spark, output: Path, report: dict) -> dict:
         table = list(csv.reader(handle))
     assert table[0] == ["path", "label", *[f"pc_{i}" for i in range(1, k + 1)]]
     assert len(table) - 1 == counts["featurized"] == counts["csv_rows"]
+    assert [line[0] for line in table[1:]] == sorted(row["path"] for row in rows)  # by path
     by_path = {row["path"]: row for row in rows}
     for line in table[1:6]:
         assert line[1] == by_path[line[0]]["label"]

@@ -262,6 +262,15 @@ def test_incremental_run_equals_a_full_run(spark, capsys, tmp_path):
     changed = source / "Plum" / "0_100.jpg"
     changed.write_bytes(jpeg_bytes(noise_image(42)))
     os.utime(changed, (time.time() + 5, time.time() + 5))
+    # Another image in a file of exactly the old byte length: only its modification time
+    # tells it changed (JPEG decoders stop at the end-of-image marker; zeros pad it).
+    same_size = source / "Kiwi" / "0_100.jpg"
+    old_length = same_size.stat().st_size
+    replacement = jpeg_bytes(noise_image(43), quality=40)
+    assert len(replacement) < old_length
+    same_size.write_bytes(replacement + b"\0" * (old_length - len(replacement)))
+    os.utime(same_size, (time.time() + 5, time.time() + 5))
+    assert same_size.stat().st_size == old_length
     (source / "Banana" / "1_100.jpg").unlink()
 
     second, _ = run_ok(
@@ -269,12 +278,12 @@ def test_incremental_run_equals_a_full_run(spark, capsys, tmp_path):
     )
     assert second["incremental"] == {
         "previous_run": True,
-        "reused": 10,
+        "reused": 9,
         "new": 2,
-        "changed": 1,
+        "changed": 2,
         "removed": 1,
     }
-    assert second["cnn"]["images_inferred"] == 3  # reused images were not re-featurized
+    assert second["cnn"]["images_inferred"] == 4  # reused images were not re-featurized
     assert second["counts"]["featurized"] == 13
 
     full = tmp_path / "full"

@@ -47,6 +47,19 @@ def test_report_and_exists_and_remove_on_s3(bucket):
     assert not outputs.exists(uri)
 
 
+def test_a_kept_previous_run_on_s3_loses_its_finished_markers_first(bucket):
+    """An incremental run keeps the previous run's tables (it reads them), but the prefix
+    must stop looking finished before anything is rewritten."""
+    uri = f"s3://{bucket}/runs/2/output"
+    for name in (outputs.REPORT_NAME, outputs.SUCCESS_NAME, "features/part-0.parquet"):
+        outputs.write_text(outputs.join(uri, name), "from the previous run")
+    location = outputs.OutputLocation.prepare(uri, overwrite=True)
+    location.begin(keep_previous=True)
+    assert not outputs.exists(outputs.join(uri, outputs.REPORT_NAME))
+    assert not outputs.exists(outputs.join(uri, outputs.SUCCESS_NAME))
+    assert outputs.exists(outputs.join(uri, "features/part-0.parquet"))
+
+
 @pytest.mark.spark
 def test_features_csv_streams_to_s3(spark, bucket):
     rows = [
