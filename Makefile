@@ -35,7 +35,7 @@ test: setup
 
 # Speed figures (printed, never asserted): the extract stage against a one-process ceiling.
 bench: setup
-	$(PY) -m fruits_pipeline.benchmark $(BENCH_ARGS)
+	$(PY) -m fruits_pipeline.bench.benchmark $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # validate job options with the code we upload
 
 from fruits_pipeline import cli as job_cli  # noqa: E402
-from fruits_pipeline.model import WeightsError, parse_weights_spec  # noqa: E402
+from fruits_pipeline.chain.weights import WeightsError, parse_weights_spec  # noqa: E402
 
 log = logging.getLogger("submit_step")
 
@@ -64,7 +64,7 @@ ZIP_NAME = "fruits_pipeline.zip"
 REQUIREMENTS_NAME = "requirements.txt"
 
 #: What reviewers get links to, with the type their browser is told: files the job writes
-#: under OUTPUT (fruits_pipeline.job.CSV_NAME, html_report.HTML_NAME, outputs.REPORT_NAME).
+#: under OUTPUT (fruits_pipeline.commands.run.CSV_NAME, html_report.HTML_NAME, outputs.REPORT_NAME).
 SHARED_FILES = {
     "features_pca.csv": "text/csv; charset=utf-8",
     "report.html": "text/html; charset=utf-8",

@@ -64,7 +64,7 @@ def weights_files(tmp_path_factory) -> dict[str, Path]:
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
 
-    from fruits_pipeline.model import random_network
+    from fruits_pipeline.chain.weights import random_network
 
     folder = tmp_path_factory.mktemp("weights")
     network = random_network(TEST_WEIGHTS_SEED)

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from image_files import jpeg_bytes, noise_image
 
-from fruits_pipeline.benchmark import compare_with_notebook
-from fruits_pipeline.model import load_weights, parse_weights_spec
-from fruits_pipeline.notebook_baseline import NOTEBOOK_PARTITIONS, run_notebook_job
+from fruits_pipeline.bench.benchmark import compare_with_notebook
+from fruits_pipeline.bench.notebook_baseline import NOTEBOOK_PARTITIONS, run_notebook_job
+from fruits_pipeline.chain.weights import load_weights, parse_weights_spec
 
 
 def test_compare_with_notebook():

@@ -11,9 +11,9 @@ import pytest
 from results_run import PER_SPLIT, small_run
 from sklearn.metrics import accuracy_score, f1_score
 
-from fruits_pipeline import plots
 from fruits_pipeline.cli import main
-from fruits_pipeline.evaluate import metrics, split_column
+from fruits_pipeline.commands.evaluate import metrics, split_column
+from fruits_pipeline.results import plots
 
 
 @pytest.fixture(scope="module")

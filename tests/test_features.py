@@ -10,15 +10,15 @@ from image_files import jpeg_bytes, noise_image, png_bytes
 from PIL import Image
 from shared_data import SHARED_FRUITS
 
-from fruits_pipeline.features import (
+from fruits_pipeline.chain.extract import (
     ExtractionCounters,
     extract_features,
     featurize_batch,
     label_column,
     read_images,
 )
-from fruits_pipeline.images import decode_image, label_from_path, preprocess
-from fruits_pipeline.model import (
+from fruits_pipeline.chain.images import decode_image, label_from_path, preprocess
+from fruits_pipeline.chain.weights import (
     cached_extractor,
     load_weights,
     network_payload,

@@ -9,7 +9,7 @@ import pytest
 from image_files import bomb_png, jpeg_bytes, noise_image, png_bytes
 from PIL import Image
 
-from fruits_pipeline.images import (
+from fruits_pipeline.chain.images import (
     ImageDecodeError,
     decode_image,
     is_image_path,

@@ -17,7 +17,7 @@ def check_outputs(spark, output: Path, report: dict) -> dict:
     """Check every output against the others and the report; return a few of them."""
     from pyspark.ml import PipelineModel
 
-    from fruits_pipeline.pca import project
+    from fruits_pipeline.chain.pca import project
 
     k = report["pca"]["k"]
     features = spark.read.parquet(str(output / "features"))

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from fruits_pipeline.model import (
+from fruits_pipeline.chain.weights import (
     IMAGENET_FILE,
     WeightsError,
     WeightsSpec,

@@ -7,14 +7,14 @@ import pytest
 from image_files import jpeg_bytes, noise_image
 from shared_data import SHARED_FRUITS
 
-from fruits_pipeline.images import decode_image, preprocess
-from fruits_pipeline.model import (
+from fruits_pipeline.chain.images import decode_image, preprocess
+from fruits_pipeline.chain.weights import (
     cached_extractor,
     load_weights,
     network_payload,
     parse_weights_spec,
 )
-from fruits_pipeline.onnx_export import fold_batchnorm, same_pads, to_onnx
+from fruits_pipeline.engines.mobilenet_onnx import fold_batchnorm, same_pads, to_onnx
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pyspark.ml.functions import array_to_vector
 
-from fruits_pipeline.pca import (
+from fruits_pipeline.chain.pca import (
     PCAInputError,
     choose_k,
     fit_two_pass_pca,
@@ -100,7 +100,7 @@ def test_pass_two_equals_a_fresh_pca_k_fit(spark, tmp_path):
     from pyspark.ml import PipelineModel
     from pyspark.ml.feature import PCA
 
-    from fruits_pipeline.pca import PCA_VECTOR_COL, SCALED_COL
+    from fruits_pipeline.chain.pca import PCA_VECTOR_COL, SCALED_COL
 
     data = low_rank_features(rows=80, dims=20, seed=3)
     frame = spark.createDataFrame([(row.tolist(),) for row in data], "features array<float>")

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from results_run import small_run
 
-from fruits_pipeline import plots
-from fruits_pipeline.html_report import write_visuals
-from fruits_pipeline.outputs import OutputLocation
+from fruits_pipeline.results import plots
+from fruits_pipeline.results.page import write_visuals
+from fruits_pipeline.results.storage import OutputLocation
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -17,8 +17,8 @@ from cli_runs import run_ok
 from image_files import bomb_png, jpeg_bytes, noise_image, png_bytes
 from PIL import Image
 
-from fruits_pipeline import job
-from fruits_pipeline.features import CRASH_ONCE_ENV
+from fruits_pipeline.chain.extract import CRASH_ONCE_ENV
+from fruits_pipeline.commands import run as job
 from fruits_pipeline.sample_images import write_sample_tree
 
 pytestmark = pytest.mark.spark

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from results_run import small_run
 
-from fruits_pipeline.html_report import render_html
+from fruits_pipeline.results.page import render_html
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -162,7 +162,7 @@ def test_plots_and_page_go_to_s3_too(moto_endpoint, run):
     import boto3
     import s3fs
 
-    from fruits_pipeline.html_report import read_plots, rewrite_html, write_bytes
+    from fruits_pipeline.results.page import read_plots, rewrite_html, write_bytes
 
     s3fs.S3FileSystem.clear_instance_cache()
     boto3.client("s3", region_name="eu-west-1").create_bucket(

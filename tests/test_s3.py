@@ -9,9 +9,9 @@ import io
 import boto3
 import pytest
 
-from fruits_pipeline import outputs
-from fruits_pipeline.job import write_features_csv
-from fruits_pipeline.model import WeightsError, load_weights, parse_weights_spec
+from fruits_pipeline.chain.weights import WeightsError, load_weights, parse_weights_spec
+from fruits_pipeline.commands.run import write_features_csv
+from fruits_pipeline.results import storage as outputs
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from image_files import jpeg_bytes, noise_image
 from results_run import PER_SPLIT, small_run
 from shared_data import SHARED_FRUITS
 
+from fruits_pipeline.chain.weights import WeightsSpec, load_weights
 from fruits_pipeline.cli import main
-from fruits_pipeline.model import WeightsSpec, load_weights
+from fruits_pipeline.commands.transform import WeightsMismatchError, check_same_weights
 from fruits_pipeline.sample_images import FRUIT_CLASSES, draw_fruit
-from fruits_pipeline.transform import WeightsMismatchError, check_same_weights
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def new_images(run, root: Path) -> tuple[dict[str, str], Path]:
 def test_transform_projects_like_the_batch_run(spark, capsys, tmp_path, run):
     from pyspark.ml import PipelineModel
 
-    from fruits_pipeline.pca import project
+    from fruits_pipeline.chain.pca import project
 
     seen, unseen = new_images(run, tmp_path / "new")
     output = tmp_path / "out2"

@@ -261,11 +261,11 @@ def main(argv: list[str] | None = None, default_master: str | None = "local[*]")
         datefmt="%H:%M:%S",
     )
     if args.command == "evaluate":
-        from fruits_pipeline.evaluate import evaluate_command
+        from fruits_pipeline.commands.evaluate import evaluate_command
 
         return evaluate_command(args)
     if args.command == "transform":
-        from fruits_pipeline.transform import transform_command
+        from fruits_pipeline.commands.transform import transform_command
 
         return transform_command(args)
     return run_command(args)
@@ -273,9 +273,10 @@ def main(argv: list[str] | None = None, default_master: str | None = "local[*]")
 
 def run_command(args: argparse.Namespace) -> int:
     """Validate, start Spark, run the job, print a summary; return the exit code."""
-    from fruits_pipeline import model, outputs
-    from fruits_pipeline.job import InputError, JobConfig, run_job
-    from fruits_pipeline.pca import PCAInputError
+    from fruits_pipeline.chain import weights as model
+    from fruits_pipeline.chain.pca import PCAInputError
+    from fruits_pipeline.commands.run import InputError, JobConfig, run_job
+    from fruits_pipeline.results import storage as outputs
 
     bad_input = (InputError, model.WeightsError, outputs.OutputExistsError, PCAInputError)
     try:

@@ -235,9 +235,9 @@ def test_py_files_zip_is_complete_deterministic_and_importable(submit_step, tmp_
 
 
 def test_shared_file_names_are_the_jobs(submit_step):
-    from fruits_pipeline import outputs
-    from fruits_pipeline.html_report import HTML_NAME
-    from fruits_pipeline.job import CSV_NAME
+    from fruits_pipeline.commands.run import CSV_NAME
+    from fruits_pipeline.results import storage as outputs
+    from fruits_pipeline.results.page import HTML_NAME
 
     assert set(submit_step.SHARED_FILES) == {CSV_NAME, HTML_NAME, outputs.REPORT_NAME}
 

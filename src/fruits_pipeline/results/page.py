@@ -19,7 +19,8 @@ import time
 
 import fsspec
 
-from fruits_pipeline import outputs, plots
+from fruits_pipeline.results import plots
+from fruits_pipeline.results import storage as outputs
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,7 @@ def write_visuals(
     ``report["visuals"]`` (seconds taken, or the error).  A failure here is logged and
     recorded in the report but does not fail the run: the features are already written.
     """
-    from fruits_pipeline.job import FEATURES
+    from fruits_pipeline.commands.run import FEATURES
 
     started = time.perf_counter()
     try:

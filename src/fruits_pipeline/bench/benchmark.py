@@ -1,6 +1,6 @@
 """Benchmark: the job's extract stage against a single-process ceiling, and the notebook.
 
-``python -m fruits_pipeline.benchmark [--input DIR] [--limit N]`` (``make bench``) runs, in
+``python -m fruits_pipeline.bench.benchmark [--input DIR] [--limit N]`` (``make bench``) runs, in
 one process so that the ratios hold on a noisy machine:
 
 1. the ceiling: no Spark, the job's own decode, preprocessing and inference (``--engine``,
@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fruits_pipeline.chain.images import MODEL_INPUT_SIZE, decode_image, is_image_path, preprocess
 from fruits_pipeline.defaults import DEFAULT_ENGINE, ENGINES
-from fruits_pipeline.images import MODEL_INPUT_SIZE, decode_image, is_image_path, preprocess
 from fruits_pipeline.session import BLAS_THREADS_ENV
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INPUT = Path(__file__).resolve().parents[2].parent / "shared/data/fruits-360-light"
+DEFAULT_INPUT = Path(__file__).resolve().parents[3].parent / "shared/data/fruits-360-light"
 
 
 def image_files(root: Path, limit: int | None) -> list[Path]:
@@ -61,7 +61,7 @@ def measure_ceiling(
     images/s of each and overall.  The first batch warms the extractor up and is
     not counted.
     """
-    from fruits_pipeline.model import cached_extractor
+    from fruits_pipeline.chain.weights import cached_extractor
 
     extract, _ = cached_extractor(key, lambda: payload, threads, engine)
     warm = np.zeros((batch_size, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3), dtype=np.float32)
@@ -104,8 +104,8 @@ def run_job_once(
 ) -> dict:
     """Run the whole job in local mode with its defaults; stop its SparkSession and return
     its report."""
-    from fruits_pipeline.job import JobConfig, run_job
-    from fruits_pipeline.model import parse_weights_spec
+    from fruits_pipeline.chain.weights import parse_weights_spec
+    from fruits_pipeline.commands.run import JobConfig, run_job
     from fruits_pipeline.session import build_spark
 
     started = time.perf_counter()
@@ -134,7 +134,7 @@ def run_notebook_once(
     command = [
         sys.executable,
         "-m",
-        "fruits_pipeline.notebook_baseline",
+        "fruits_pipeline.bench.notebook_baseline",
         "--input",
         str(input_dir),
         "--output",
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: no folder {args.input}", file=sys.stderr)
         return 2
 
-    from fruits_pipeline.model import load_weights, network_payload, parse_weights_spec
+    from fruits_pipeline.chain.weights import load_weights, network_payload, parse_weights_spec
 
     files = image_files(args.input, args.limit)
     weights = load_weights(parse_weights_spec(args.weights))

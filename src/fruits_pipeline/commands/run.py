@@ -16,23 +16,23 @@ from datetime import UTC, datetime
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_pipeline import outputs
-from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE
-from fruits_pipeline.features import ExtractionCounters, extract_features
-from fruits_pipeline.images import REJECT_REASONS
-from fruits_pipeline.incremental import find_previous_run, plan_incremental
-from fruits_pipeline.listing import (
+from fruits_pipeline.chain.extract import ExtractionCounters, extract_features
+from fruits_pipeline.chain.images import REJECT_REASONS
+from fruits_pipeline.chain.incremental import find_previous_run, plan_incremental
+from fruits_pipeline.chain.listing import (
     InputError,
     Listing,
     list_images,
     missing_rows,
     partition_conf,
 )
+from fruits_pipeline.chain.pca import fit_two_pass_pca, linear_algebra, project
+from fruits_pipeline.chain.weights import WeightsSpec, load_weights, network_payload
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE
 from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak_rss_mb
-from fruits_pipeline.model import WeightsSpec, load_weights, network_payload
-from fruits_pipeline.outputs import OutputLocation
-from fruits_pipeline.pca import fit_two_pass_pca, linear_algebra, project
 from fruits_pipeline.progress import log_progress
+from fruits_pipeline.results import storage as outputs
+from fruits_pipeline.results.storage import OutputLocation
 from fruits_pipeline.session import engine_threads, session_conf
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def publish_run(
     """Finish a run's output: add its id, times and stage seconds to ``report``, write the
     plots and report.html (when ``visuals``), then ``report.json`` and ``_SUCCESS`` last,
     and publish the staging folder."""
-    from fruits_pipeline.html_report import write_visuals  # plots/ and report.html
+    from fruits_pipeline.results.page import write_visuals  # plots/ and report.html
 
     report.update(
         {

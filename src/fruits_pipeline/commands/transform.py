@@ -23,18 +23,18 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fruits_pipeline import outputs
-from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE
-from fruits_pipeline.listing import InputError, list_images
-from fruits_pipeline.model import (
+from fruits_pipeline.chain.listing import InputError, list_images
+from fruits_pipeline.chain.pca import project
+from fruits_pipeline.chain.weights import (
     LoadedWeights,
     WeightsError,
     WeightsSpec,
     load_weights,
     network_payload,
 )
-from fruits_pipeline.outputs import OutputLocation
-from fruits_pipeline.pca import project
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE
+from fruits_pipeline.results import storage as outputs
+from fruits_pipeline.results.storage import OutputLocation
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def read_model_report(model: str) -> dict:
 
     Raises ModelError when it has no report, no ``pca_model/`` or no recorded weights.
     """
-    from fruits_pipeline.job import PCA_MODEL
+    from fruits_pipeline.commands.run import PCA_MODEL
 
     report_uri = outputs.join(model, outputs.REPORT_NAME)
     if not outputs.exists(report_uri):
@@ -117,7 +117,7 @@ def transform_job(
     stages timed before Spark (seconds).  Raises InputError when the input has no images;
     in every failure case nothing is left at OUT2.
     """
-    from fruits_pipeline.job import (
+    from fruits_pipeline.commands.run import (
         CSV_NAME,
         EXTRACTED,
         FEATURES,
@@ -252,8 +252,8 @@ def transform_command(args: argparse.Namespace) -> int:
     Everything that can be checked before Spark starts is: the model's report, the
     weights (loaded on the driver and compared by sha256), OUT2.
     """
+    from fruits_pipeline.chain.weights import check_weights_spec, parse_weights_spec
     from fruits_pipeline.cli import EXIT_FAILED, EXIT_OK, PROG, _usage_error
-    from fruits_pipeline.model import check_weights_spec, parse_weights_spec
 
     bad_input = (InputError, ModelError, WeightsError, outputs.OutputExistsError)
     seconds: dict[str, float] = {}

@@ -23,8 +23,9 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_pipeline import outputs, plots
-from fruits_pipeline.features import _URI_PATH
+from fruits_pipeline.chain.extract import _URI_PATH
+from fruits_pipeline.results import plots
+from fruits_pipeline.results import storage as outputs
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def evaluate_output(spark: SparkSession, config: EvaluationConfig) -> dict:
     the new section (``report.json`` last).  Raises EvaluationInputError when OUTPUT is
     not a finished run or has no training or test images.
     """
-    from fruits_pipeline.html_report import PLOTS, rewrite_html, write_bytes
+    from fruits_pipeline.results.page import PLOTS, rewrite_html, write_bytes
 
     report_uri = outputs.join(config.output, outputs.REPORT_NAME)
     features_uri = outputs.join(config.output, "features")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_pipeline import outputs
+from fruits_pipeline.results import storage as outputs
 
 log = logging.getLogger(__name__)
 

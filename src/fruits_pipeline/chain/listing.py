@@ -14,9 +14,9 @@ from urllib.parse import unquote
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.utils import AnalysisException
 
-from fruits_pipeline import outputs
-from fruits_pipeline.features import read_images
-from fruits_pipeline.images import label_from_path
+from fruits_pipeline.chain.extract import read_images
+from fruits_pipeline.chain.images import label_from_path
+from fruits_pipeline.results import storage as outputs
 
 #: The stored row of an image: what ``extract_features`` writes, plus file identity.
 ROW_SCHEMA = (

@@ -23,8 +23,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from fruits_pipeline import __version__
+from fruits_pipeline.chain.images import (
+    IMAGE_GLOB,
+    MODEL_INPUT_SIZE,
+    ImageDecodeError,
+    decode_image,
+)
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE
-from fruits_pipeline.images import IMAGE_GLOB, MODEL_INPUT_SIZE, ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +152,8 @@ def extract_features(
 
     def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         from fruits_pipeline import __version__ as worker_version
+        from fruits_pipeline.chain.weights import cached_extractor
         from fruits_pipeline.memory import own_peak_rss_mb, process_name
-        from fruits_pipeline.model import cached_extractor
 
         if worker_version != driver_version:
             raise RuntimeError(
@@ -207,7 +212,7 @@ def featurize_batch(contents: pd.Series, extract) -> pd.DataFrame:
     Returns a frame with ``features`` (float32 arrays, None on error) and ``error`` (None on
     success), in the order of ``contents``.
     """
-    from fruits_pipeline.images import preprocess
+    from fruits_pipeline.chain.images import preprocess
 
     count = len(contents)
     buffer = np.empty((count, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3), dtype=np.uint8)

@@ -16,7 +16,7 @@ It runs the same five steps on the same images with the same weights, but:
   ``PCA(k)``, each one a full decomposition of the 1280x1280 covariance on the driver, in
   the pure-Java LAPACK of a stock Spark (``--lapack native`` lets it find OpenBLAS).
 
-``python -m fruits_pipeline.notebook_baseline --input DIR --output DIR --json FILE`` runs
+``python -m fruits_pipeline.bench.notebook_baseline --input DIR --output DIR --json FILE`` runs
 it in a process of its own, with a JVM of its own, as ``make bench`` does.  Nothing here
 is used by the job; do not copy these patterns into it.
 """
@@ -38,10 +38,10 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fruits_pipeline.images import MODEL_INPUT_SIZE
+from fruits_pipeline.chain.images import MODEL_INPUT_SIZE
+from fruits_pipeline.chain.pca import choose_k
+from fruits_pipeline.chain.weights import FEATURE_DIM, load_weights, parse_weights_spec
 from fruits_pipeline.memory import own_peak_rss_mb
-from fruits_pipeline.model import FEATURE_DIM, load_weights, parse_weights_spec
-from fruits_pipeline.pca import choose_k
 
 log = logging.getLogger(__name__)
 

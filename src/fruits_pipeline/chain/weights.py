@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fruits_pipeline.chain.images import MODEL_INPUT_SIZE
 from fruits_pipeline.defaults import ENGINES
-from fruits_pipeline.images import MODEL_INPUT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def random_network(seed: int):
     seeded synthetic fruit images, so that its features are of order 1 (and meaningless)."""
     import keras
 
-    from fruits_pipeline.images import preprocess
+    from fruits_pipeline.chain.images import preprocess
     from fruits_pipeline.sample_images import draw_fruit_batch
 
     keras.utils.set_random_seed(seed)
@@ -231,7 +231,7 @@ def network_payload(weights: LoadedWeights, engine: str) -> bytes | list[np.ndar
         return weights.arrays
     if engine != "onnxruntime":
         raise ValueError(f"unknown inference engine {engine!r}: use one of {ENGINES}")
-    from fruits_pipeline.onnx_export import to_onnx
+    from fruits_pipeline.engines.mobilenet_onnx import to_onnx
 
     return to_onnx(weights.features_model).SerializeToString()
 
@@ -294,7 +294,7 @@ def cached_extractor(
 def _onnxruntime_extractor(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime
 
-    from fruits_pipeline.onnx_export import INPUT_NAME, OUTPUT_NAME
+    from fruits_pipeline.engines.mobilenet_onnx import INPUT_NAME, OUTPUT_NAME
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = max(1, threads)

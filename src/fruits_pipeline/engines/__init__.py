@@ -1,0 +1,1 @@
+"""Inference engines: what the driver broadcasts, and what each Python worker runs."""

@@ -1,0 +1,1 @@
+"""What a run writes: the output layout, the files, the report, its plots and page."""
