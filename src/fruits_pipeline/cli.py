@@ -14,14 +14,14 @@ import time
 
 from fruits_pipeline import __version__
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE, ENGINES
+from fruits_pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, BadInput
 
 log = logging.getLogger("fruits_pipeline")
 
-PROG = "fruits-pipeline"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "PROG", "UsageError", "build_parser", "main"]
 
 
-class UsageError(Exception):
+class UsageError(BadInput):
     """Bad usage or bad input: reported as one line, exit 2."""
 
 

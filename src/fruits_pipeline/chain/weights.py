@@ -21,6 +21,7 @@ import numpy as np
 
 from fruits_pipeline.chain.images import MODEL_INPUT_SIZE
 from fruits_pipeline.defaults import ENGINES
+from fruits_pipeline.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ IMAGENET_ORIGIN = (
 CALIBRATION_IMAGES = 8
 
 
-class WeightsError(ValueError):
+class WeightsError(BadInput):
     """Weights that cannot be used: missing, unreadable, or for another network."""
 
 

@@ -1,0 +1,41 @@
+"""Every name a run writes under OUTPUT, defined once.
+
+The writer, the readers (``transform``, ``evaluate``, incremental runs), the report page and
+the EMR submitter's links all take their names from here.  No imports: the submitter and the
+command line use it without loading Spark.
+"""
+
+from __future__ import annotations
+
+#: parquet, one row per valid image (identity, ``features``, ``pca_features``)
+FEATURES = "features"
+#: parquet, one row per image that could not be used (identity, ``error``)
+REJECTED = "rejected"
+#: the fitted scaler + PCA, a Spark ML ``PipelineModel``
+PCA_MODEL = "pca_model"
+#: ``path``, ``label``, ``pc_1`` … ``pc_k``, sorted by path, for plots and spreadsheets
+CSV = "features_pca.csv"
+#: PNG plots
+PLOTS = "plots"
+#: the run's facts (see results/report.py)
+REPORT_JSON = "report.json"
+#: the self-contained page of the report, plots embedded
+REPORT_HTML = "report.html"
+#: written last: a folder or prefix without it is not a finished run
+SUCCESS = "_SUCCESS"
+#: the extraction's parquet while a run is in progress (the CNN's output, read by the PCA);
+#: removed before the run is published
+EXTRACTED = "extracted.incomplete"
+
+#: plot file names under ``PLOTS``
+EXPLAINED_VARIANCE_PNG = "explained_variance.png"
+PCA_SCATTER_PNG = "pca_scatter.png"
+LABELS_PNG = "labels.png"
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+
+#: Files a reviewer gets a link to, with the type a browser is told to show them as.
+SHAREABLE = {
+    CSV: "text/csv; charset=utf-8",
+    REPORT_HTML: "text/html; charset=utf-8",
+    REPORT_JSON: "application/json",
+}
