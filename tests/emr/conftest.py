@@ -1,10 +1,9 @@
 """Fixtures of the EMR kit's tests: a moto server on 127.0.0.1 that speaks S3 and EMR (a
-real HTTP server, started once per session), AWS settings pointing boto3 at it, private
-buckets, and scripts/submit_step.py imported as a module."""
+real HTTP server, started once per session), AWS settings pointing boto3 at it, and private
+buckets.  The submitter itself is the package fruits_pipeline.emr, imported as usual."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import sys
@@ -15,7 +14,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
-SUBMITTER = ROOT / "scripts" / "submit_step.py"
 REGION = "eu-west-1"
 
 ALL_BLOCKED = {
@@ -24,16 +22,6 @@ ALL_BLOCKED = {
     "BlockPublicPolicy": True,
     "RestrictPublicBuckets": True,
 }
-
-
-@pytest.fixture(scope="session")
-def submit_step():
-    """scripts/submit_step.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("submit_step", SUBMITTER)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["submit_step"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from fruits_pipeline.emr import bundle
+
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = ROOT / "bootstrap" / "bootstrap-emr.sh"
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -56,7 +58,7 @@ def aws_cli_problem() -> str | None:
 
 
 @pytest.fixture
-def bootstrap(aws_env, s3, private_bucket, submit_step, tmp_path):
+def bootstrap(aws_env, s3, private_bucket, tmp_path):
     """Run the bootstrap as EMR would, with the code prefix as its argument; returns a
     function (requirements text or None for the submitter's, args) -> CompletedProcess."""
     problem = aws_cli_problem()
@@ -70,7 +72,7 @@ def bootstrap(aws_env, s3, private_bucket, submit_step, tmp_path):
     code = f"s3://{private_bucket}/fruits-pipeline/runs/r1/code/"
 
     def run(requirements: str | None = None, args: list[str] | None = None):
-        text = requirements or submit_step.requirements_text(ROOT / "pyproject.toml")
+        text = requirements or bundle.requirements_text(ROOT / "pyproject.toml")
         s3.put_object(
             Bucket=private_bucket,
             Key="fruits-pipeline/runs/r1/code/requirements.txt",

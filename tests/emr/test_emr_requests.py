@@ -1,5 +1,6 @@
 """The EMR kit without a server: the cluster configuration against botocore's own EMR
-model, and the submitter's pure request builders, guards and argument handling."""
+model, and the submitter's pure request builders, code bundle, guards and argument
+handling."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ from pathlib import Path
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
+
+from fruits_pipeline.emr import (
+    bundle,
+    cli,
+    errors,
+    guards,
+    options,
+    requests,
+    s3paths,
+    targets,
+    watch,
+)
+from fruits_pipeline.results import layout
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -39,20 +53,22 @@ def validate(operation: str, params: dict) -> None:
     assert not report.has_errors(), report.generate_report()
 
 
-def plan_for(submit_step, tmp_path, argv: list[str]):
-    options = submit_step.parse_options(argv)
-    return options, submit_step.make_plan(options, tmp_path)
+def plan_for(tmp_path, argv: list[str]):
+    parsed = options.parse_options(argv)
+    kit = bundle.KitFiles.find()
+    target = targets.target_for(parsed, kit)
+    return parsed, requests.make_plan(parsed, kit, tmp_path, target.job)
 
 
 # --------------------------------------------------------------------------- cluster config
 
 
-def test_cluster_config_is_a_valid_run_job_flow_request(submit_step, tmp_path):
+def test_cluster_config_is_a_valid_run_job_flow_request(tmp_path):
     argv = [*BASE, "--create", "--subnet-id", "subnet-0abc", "--spot-task-nodes", "2"]
     argv += ["--security-configuration", "fruits-sse-kms", "--spot-core"]
-    _, plan = plan_for(submit_step, tmp_path, argv)
-    body = plan.submit["params"]
-    assert plan.submit["operation"] == "RunJobFlow"
+    _, plan = plan_for(tmp_path, argv)
+    body = plan.job.submit.params
+    assert plan.job.submit.operation == "RunJobFlow"
     validate("RunJobFlow", body)  # botocore's own EMR service model
     assert "${" not in json.dumps(body)
     assert not [key for key in body if key.startswith("x-")]
@@ -69,7 +85,7 @@ def test_cluster_config_is_a_valid_run_job_flow_request(submit_step, tmp_path):
     assert body["SecurityConfiguration"] == "fruits-sse-kms"
     assert body["AutoTerminationPolicy"]["IdleTimeout"] >= 60
     assert body["LogUri"] == "s3://fruits-eu/fruits-pipeline/runs/r1/logs/"
-    assert body["Steps"] == [plan.step]
+    assert body["Steps"] == [plan.job.step]
     action = body["BootstrapActions"][0]["ScriptBootstrapAction"]
     assert action == {
         "Path": "s3://fruits-eu/fruits-pipeline/runs/r1/code/bootstrap-emr.sh",
@@ -78,9 +94,9 @@ def test_cluster_config_is_a_valid_run_job_flow_request(submit_step, tmp_path):
     assert {"Key": "run-id", "Value": "r1"} in body["Tags"]
 
 
-def test_optional_parts_are_dropped_when_not_asked_for(submit_step, tmp_path):
-    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--create"])
-    body = plan.submit["params"]
+def test_optional_parts_are_dropped_when_not_asked_for(tmp_path):
+    _, plan = plan_for(tmp_path, [*BASE, "--create"])
+    body = plan.job.submit.params
     validate("RunJobFlow", body)
     assert "Ec2SubnetId" not in body["Instances"]
     assert "SecurityConfiguration" not in body
@@ -91,8 +107,8 @@ def test_optional_parts_are_dropped_when_not_asked_for(submit_step, tmp_path):
     assert body["JobFlowRole"] == "EMR_EC2_DefaultRole"
 
 
-def test_spark_settings_suit_the_job(submit_step):
-    template = submit_step.load_cluster_template()
+def test_spark_settings_suit_the_job():
+    template = requests.load_cluster_template(bundle.KitFiles.find().cluster_config)
     by_class = {c["Classification"]: c for c in template["Configurations"]}
     exports = by_class["spark-env"]["Configurations"][0]
     assert exports["Classification"] == "export"
@@ -116,16 +132,16 @@ def test_spark_settings_suit_the_job(submit_step):
     assert all(isinstance(v, str) for v in defaults.values())  # EMR wants strings
 
 
-def test_cluster_config_matches_the_project_pins(submit_step):
+def test_cluster_config_matches_the_project_pins():
     """The release's Spark is the PySpark the project pins; the region is the default one."""
-    template = submit_step.load_cluster_template()
+    template = requests.load_cluster_template(bundle.KitFiles.find().cluster_config)
     pyspark_pin = next(line for line in pins() if line.startswith("pyspark==")).split("==")[1]
     assert template["x-spark-version"].split("-")[0] == pyspark_pin
-    assert template["x-region"] == submit_step.DEFAULT_REGION == "eu-west-1"
+    assert template["x-region"] == options.DEFAULT_REGION == "eu-west-1"
 
 
-def test_fill_placeholders(submit_step):
-    fill = submit_step.fill_placeholders
+def test_fill_placeholders():
+    fill = requests.fill_placeholders
     node = {"a": "${N}", "b": "x-${S}-y", "c": ["${GONE}", "${S}"], "d": "${GONE}", "e": 3}
     assert fill(node, {"N": 2, "S": "s", "GONE": None}) == {
         "a": 2,
@@ -140,13 +156,13 @@ def test_fill_placeholders(submit_step):
 # --------------------------------------------------------------------------- the step
 
 
-def test_step_arguments(submit_step, tmp_path):
+def test_step_arguments(tmp_path):
     argv = [*BASE, "--create", "--", "--weights", "s3://models-eu/w.h5", "--limit", "50"]
-    _, plan = plan_for(submit_step, tmp_path, argv)
+    _, plan = plan_for(tmp_path, argv)
     code = "s3://fruits-eu/fruits-pipeline/runs/r1/code/"
-    assert plan.step["HadoopJarStep"]["Jar"] == "command-runner.jar"
-    assert plan.step["ActionOnFailure"] == "TERMINATE_CLUSTER"
-    assert plan.step["HadoopJarStep"]["Args"] == [
+    assert plan.job.step["HadoopJarStep"]["Jar"] == "command-runner.jar"
+    assert plan.job.step["ActionOnFailure"] == "TERMINATE_CLUSTER"
+    assert plan.job.step["HadoopJarStep"]["Args"] == [
         "spark-submit",
         "--deploy-mode",
         "cluster",
@@ -167,16 +183,16 @@ def test_step_arguments(submit_step, tmp_path):
     ]
 
 
-def test_step_on_a_running_cluster(submit_step, tmp_path):
-    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--cluster-id", "j-2AB3CD"])
-    assert plan.submit["operation"] == "AddJobFlowSteps"
-    validate("AddJobFlowSteps", plan.submit["params"])
-    assert plan.submit["params"]["JobFlowId"] == "j-2AB3CD"
-    assert plan.step["ActionOnFailure"] == "CONTINUE"  # never end someone else's cluster
+def test_step_on_a_running_cluster(tmp_path):
+    _, plan = plan_for(tmp_path, [*BASE, "--cluster-id", "j-2AB3CD"])
+    assert plan.job.submit.operation == "AddJobFlowSteps"
+    validate("AddJobFlowSteps", plan.job.submit.params)
+    assert plan.job.submit.params["JobFlowId"] == "j-2AB3CD"
+    assert plan.job.step["ActionOnFailure"] == "CONTINUE"  # never end someone else's cluster
 
 
-def test_layout_with_and_without_prefix(submit_step, tmp_path):
-    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--prefix", "/team/fruits/", "--create"])
+def test_layout_with_and_without_prefix(tmp_path):
+    _, plan = plan_for(tmp_path, [*BASE, "--prefix", "/team/fruits/", "--create"])
     assert [u["Key"] for u in plan.uploads] == [
         "team/fruits/runs/r1/code/fruits_pipeline.zip",
         "team/fruits/runs/r1/code/spark_job.py",
@@ -184,15 +200,15 @@ def test_layout_with_and_without_prefix(submit_step, tmp_path):
         "team/fruits/runs/r1/code/requirements.txt",
     ]
     assert {u["ServerSideEncryption"] for u in plan.uploads} == {"AES256"}
-    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--prefix", "", "--create"])
+    _, plan = plan_for(tmp_path, [*BASE, "--prefix", "", "--create"])
     assert plan.layout.output == "s3://fruits-eu/runs/r1/output/"
-    assert submit_step.make_run_id(datetime(2025, 1, 31, 14, 25, 1, tzinfo=UTC), "a1b2c3") == (
+    assert options.make_run_id(datetime(2025, 1, 31, 14, 25, 1, tzinfo=UTC), "a1b2c3") == (
         "20250131-142501-a1b2c3"
     )
 
 
-def test_kms_uploads(submit_step, tmp_path):
-    _, plan = plan_for(submit_step, tmp_path, [*BASE, "--create", "--kms-key-id", "alias/fruits"])
+def test_kms_uploads(tmp_path):
+    _, plan = plan_for(tmp_path, [*BASE, "--create", "--kms-key-id", "alias/fruits"])
     assert {(u["ServerSideEncryption"], u["SSEKMSKeyId"]) for u in plan.uploads} == {
         ("aws:kms", "alias/fruits")
     }
@@ -201,8 +217,8 @@ def test_kms_uploads(submit_step, tmp_path):
 # --------------------------------------------------------------------------- the code
 
 
-def test_requirements_are_the_pins_minus_pyspark(submit_step):
-    text = submit_step.requirements_text(ROOT / "pyproject.toml")
+def test_requirements_are_the_pins_minus_pyspark():
+    text = bundle.requirements_text(ROOT / "pyproject.toml")
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     expected = [line for line, name in pins().items() if name != "pyspark"]
     assert lines == expected
@@ -210,10 +226,10 @@ def test_requirements_are_the_pins_minus_pyspark(submit_step):
     assert any(line.startswith("tensorflow-cpu==") and "x86_64" in line for line in lines)
 
 
-def test_py_files_zip_is_complete_deterministic_and_importable(submit_step, tmp_path):
+def test_py_files_zip_is_complete_deterministic_and_importable(tmp_path):
     package = ROOT / "src" / "fruits_pipeline"
-    first = submit_step.build_py_files_zip(package, tmp_path / "a.zip")
-    second = submit_step.build_py_files_zip(package, tmp_path / "b.zip")
+    first = bundle.build_py_files_zip(package, tmp_path / "a.zip")
+    second = bundle.build_py_files_zip(package, tmp_path / "b.zip")
     assert first.read_bytes() == second.read_bytes()
     names = zipfile.ZipFile(first).namelist()
     expected = sorted(
@@ -234,44 +250,48 @@ def test_py_files_zip_is_complete_deterministic_and_importable(submit_step, tmp_
     assert done.stdout.strip() == "fruits-pipeline"
 
 
-def test_shared_file_names_are_the_jobs(submit_step):
-    from fruits_pipeline.commands.run import CSV_NAME
-    from fruits_pipeline.results import storage as outputs
-    from fruits_pipeline.results.page import HTML_NAME
+def test_shared_file_names_are_the_jobs():
+    class Signer:  # share_links signs locally; this stands in for aws.Aws.presign
+        def presign(self, bucket, key, seconds, content_type):
+            return f"{key} {content_type}"
 
-    assert set(submit_step.SHARED_FILES) == {CSV_NAME, HTML_NAME, outputs.REPORT_NAME}
+    run = s3paths.RunLayout("b", "p/runs/r1")
+    links = dict(cli.share_links(Signer(), run, hours=1))
+    assert set(layout.SHAREABLE) == {layout.CSV, layout.REPORT_HTML, layout.REPORT_JSON}
+    assert list(links) == list(layout.SHAREABLE)
+    assert links[layout.REPORT_HTML] == "p/runs/r1/output/report.html text/html; charset=utf-8"
 
 
 # --------------------------------------------------------------------------- guards
 
 
 @pytest.mark.parametrize("region", ["us-east-1", "eu-west-2", "eu-central-2", "ap-south-1"])
-def test_region_outside_the_eu_is_refused(submit_step, region):
-    with pytest.raises(submit_step.UsageError, match=f"region {region} is outside the EU"):
-        submit_step.parse_options([*BASE, "--create", "--region", region])
-    options = submit_step.parse_options([*BASE, "--create", "--region", region, "--allow-non-eu"])
-    assert options.region == region
+def test_region_outside_the_eu_is_refused(region):
+    with pytest.raises(errors.UsageError, match=f"region {region} is outside the EU"):
+        options.parse_options([*BASE, "--create", "--region", region])
+    parsed = options.parse_options([*BASE, "--create", "--region", region, "--allow-non-eu"])
+    assert parsed.region == region
 
 
 @pytest.mark.parametrize("region", sorted(["eu-west-1", "eu-central-1", "eu-north-1"]))
-def test_eu_regions_are_accepted(submit_step, region):
-    assert submit_step.parse_options([*BASE, "--create", "--region", region]).region == region
+def test_eu_regions_are_accepted(region):
+    assert options.parse_options([*BASE, "--create", "--region", region]).region == region
 
 
-def test_bucket_problems(submit_step):
-    blocked = dict.fromkeys(submit_step.PUBLIC_ACCESS_FLAGS, True)
+def test_bucket_problems():
+    blocked = dict.fromkeys(guards.PUBLIC_ACCESS_FLAGS, True)
     kms = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]}
-    assert submit_step.bucket_problems(blocked, kms) == []
-    assert submit_step.bucket_problems(None, None) == [
+    assert guards.bucket_problems(blocked, kms) == []
+    assert guards.bucket_problems(None, None) == [
         "no Block Public Access configuration",
         "no default encryption",
     ]
     half = {**blocked, "BlockPublicPolicy": False, "RestrictPublicBuckets": False}
-    assert submit_step.bucket_problems(half, kms) == [
+    assert guards.bucket_problems(half, kms) == [
         "Block Public Access is off for BlockPublicPolicy, RestrictPublicBuckets"
     ]
-    assert submit_step.region_of_location(None) == "us-east-1"
-    assert submit_step.region_of_location("EU") == "eu-west-1"
+    assert guards.region_of_location(None) == "us-east-1"
+    assert guards.region_of_location("EU") == "eu-west-1"
 
 
 @pytest.mark.parametrize(
@@ -293,8 +313,8 @@ def test_bucket_problems(submit_step):
         ([*BASE, "--create", "--", "--no-such-option"], "job option: unrecognized"),
     ],
 )
-def test_wrong_arguments_are_one_line_and_exit_2(submit_step, capsys, argv, message):
-    assert submit_step.main(argv) == 2
+def test_wrong_arguments_are_one_line_and_exit_2(capsys, argv, message):
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1 and err.startswith("submit_step.py: error: ")
@@ -316,13 +336,13 @@ def test_help_reads_well_and_the_script_runs_standalone():
 # --------------------------------------------------------------------------- watching
 
 
-def scripted(submit_step, states):
+def scripted(states):
     """Return a poll function that answers ``states`` (step, cluster[, reason]) in order."""
     answers = iter(states)
-    return lambda: submit_step.StepStatus(*next(answers))
+    return lambda: watch.StepStatus(*next(answers))
 
 
-def test_watch_prints_each_change_with_elapsed_time(submit_step):
+def test_watch_prints_each_change_with_elapsed_time():
     clock = iter(range(0, 10_000, 30))
     lines: list[str] = []
     states = [
@@ -333,9 +353,10 @@ def test_watch_prints_each_change_with_elapsed_time(submit_step):
         ("RUNNING", "RUNNING"),
         ("COMPLETED", "RUNNING"),
     ]
-    result = submit_step.watch_step(
-        scripted(submit_step, states),
+    result = watch.watch_step(
+        scripted(states),
         interval=30,
+        ends=targets.EmrOnEc2.ends,
         sleep=lambda s: None,
         clock=lambda: next(clock),
         emit=lines.append,
@@ -348,53 +369,54 @@ def test_watch_prints_each_change_with_elapsed_time(submit_step):
         ["step", "COMPLETED", "cluster", "RUNNING"],
     ]
     assert lines[0].strip().startswith("[   0:30]")
-    assert submit_step.format_elapsed(3725) == "1:02:05"
+    assert watch.format_elapsed(3725) == "1:02:05"
 
 
-def test_watch_reports_a_failed_step_and_an_ended_cluster(submit_step):
-    failed = submit_step.watch_step(
-        scripted(submit_step, [("FAILED", "TERMINATING", "Step failed with exitCode 1")]),
+def test_watch_reports_a_failed_step_and_an_ended_cluster():
+    failed = watch.watch_step(
+        scripted([("FAILED", "TERMINATING", "Step failed with exitCode 1")]),
         interval=0,
+        ends=targets.EmrOnEc2.ends,
         emit=lambda line: None,
     )
     assert not failed.succeeded and failed.reason == "Step failed with exitCode 1"
-    ended = submit_step.watch_step(
+    ended = watch.watch_step(
         scripted(
-            submit_step,
             [("PENDING", "TERMINATED_WITH_ERRORS", "bootstrap action 1 returned non-zero")],
         ),
         interval=0,
+        ends=targets.EmrOnEc2.ends,
         emit=lambda line: None,
     )
     assert not ended.succeeded
     assert ended.reason == "the cluster ended first: bootstrap action 1 returned non-zero"
 
 
-def test_log_locations(submit_step):
-    places = submit_step.log_locations("s3://b/p/runs/r1/logs/", "j-1", "s-2", "eu-west-1")
+def test_log_locations():
+    places = targets.log_locations("s3://b/p/runs/r1/logs/", "j-1", "s-2", "eu-west-1")
     assert places["step stderr"] == "s3://b/p/runs/r1/logs/j-1/steps/s-2/stderr.gz"
     assert places["containers"] == "s3://b/p/runs/r1/logs/j-1/containers/"
     assert "eu-west-1.console.aws.amazon.com" in places["console"]
     assert "j-1" in places["console"]
 
 
-def test_wait_and_share_reports(submit_step):
-    places = submit_step.log_locations("s3://b/logs/", "j-1", "s-2", "eu-west-1")
-    done = submit_step.WatchResult("COMPLETED", True, "", 1140)
-    text = submit_step.wait_report(done, "s-2", places, "s3://b/p/runs/r1/output/")
+def test_wait_and_share_reports():
+    places = targets.log_locations("s3://b/logs/", "j-1", "s-2", "eu-west-1")
+    done = watch.WatchResult("COMPLETED", True, "", 1140)
+    text = watch.wait_report(done, "s-2", places, "s3://b/p/runs/r1/output/")
     assert text.splitlines() == [
         "step s-2 COMPLETED after 19:00: succeeded",
         "results: s3://b/p/runs/r1/output/",
     ]
-    failed = submit_step.WatchResult("FAILED", False, "Step failed with exitCode 1", 75)
-    text = submit_step.wait_report(failed, "s-2", places, "s3://b/p/runs/r1/output/")
+    failed = watch.WatchResult("FAILED", False, "Step failed with exitCode 1", 75)
+    text = watch.wait_report(failed, "s-2", places, "s3://b/p/runs/r1/output/")
     assert text.splitlines()[0] == (
         "step s-2 FAILED after 1:15: did not succeed (Step failed with exitCode 1)"
     )
     assert "s3://b/logs/j-1/steps/s-2/stderr.gz" in text
     assert "Spark History Server" in text
     expires = datetime(2025, 2, 1, 14, 25, tzinfo=UTC)
-    text = submit_step.share_report([("report.html", "https://x/y?z")], expires, waited=True)
+    text = cli.share_report([("report.html", "https://x/y?z")], expires, waited=True)
     assert text.splitlines()[:2] == [
         "private links for reviewers, valid until 2025-02-01 14:25 UTC:",
         "  report.html       https://x/y?z",

@@ -17,23 +17,26 @@ from pathlib import Path
 
 import pytest
 
+from fruits_pipeline.emr import bundle, options, requests, targets
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv" / "bin"
 
 
 @pytest.mark.slow
 @pytest.mark.spark
-def test_the_step_runs_with_local_spark_submit(submit_step, tmp_path):
+def test_the_step_runs_with_local_spark_submit(tmp_path):
     from fruits_pipeline.sample_images import write_sample_tree
 
     images = tmp_path / "images"
     count = write_sample_tree(str(images), per_class=2, seed=0)
-    options = submit_step.parse_options(
+    parsed = options.parse_options(
         ["--bucket", "fruits-eu", "--input", "s3://fruits-eu/data/Test/", "--run-id", "r1"]
         + ["--create", "--", "--weights", "random:0", "--batch-size", "8"]
     )
-    plan = submit_step.make_plan(options, tmp_path)
-    args = plan.step["HadoopJarStep"]["Args"]
+    kit = bundle.KitFiles.find()
+    plan = requests.make_plan(parsed, kit, tmp_path, targets.target_for(parsed, kit).job)
+    args = plan.job.step["HadoopJarStep"]["Args"]
 
     # Swap 1: s3:// -> local folders.  The code folder gets exactly what would be uploaded.
     code = tmp_path / "code"
@@ -43,7 +46,7 @@ def test_the_step_runs_with_local_spark_submit(submit_step, tmp_path):
     output = tmp_path / "output"
     local = {
         plan.layout.code: f"{code}/",
-        options.input: f"{images}/",
+        parsed.input: f"{images}/",
         plan.layout.output: f"{output}/",
     }
     swapped = []

@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from botocore.exceptions import ClientError
 
+from fruits_pipeline.emr import aws, cli, guards, s3paths
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 SUBMITTER = ROOT / "scripts" / "submit_step.py"
@@ -41,12 +43,10 @@ def keys(s3, bucket: str) -> list[str]:
     return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
-def test_create_uploads_encrypted_code_and_starts_the_cluster(
-    submit_step, s3, emr, private_bucket, capsys
-):
+def test_create_uploads_encrypted_code_and_starts_the_cluster(s3, emr, private_bucket, capsys):
     run_id = "create-1"
     argv = argv_for(private_bucket, "--create", run_id=run_id) + ["--", "--limit", "40"]
-    assert submit_step.main(argv) == 0
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
 
     code = f"fruits-pipeline/runs/{run_id}/code/"
@@ -105,7 +105,7 @@ def test_create_uploads_encrypted_code_and_starts_the_cluster(
     assert f"logs/{cluster['Id']}/steps/{step['Id']}/stderr.gz" in out
 
 
-def test_step_on_a_running_cluster_with_kms(submit_step, s3, emr, private_bucket, capsys):
+def test_step_on_a_running_cluster_with_kms(s3, emr, private_bucket, capsys):
     running = emr.run_job_flow(
         Name="someone else's cluster",
         ReleaseLabel="emr-7.12.0",
@@ -119,7 +119,7 @@ def test_step_on_a_running_cluster_with_kms(submit_step, s3, emr, private_bucket
         ServiceRole="EMR_DefaultRole",
     )["JobFlowId"]
     argv = argv_for(private_bucket, "--cluster-id", running, "--kms-key-id", "alias/fruits")
-    assert submit_step.main(argv) == 0
+    assert cli.main(argv) == 0
     (step,) = emr.list_steps(ClusterId=running)["Steps"]
     assert step["ActionOnFailure"] == "CONTINUE"
     assert step["Config"]["Args"][:3] == ["spark-submit", "--deploy-mode", "cluster"]
@@ -130,18 +130,18 @@ def test_step_on_a_running_cluster_with_kms(submit_step, s3, emr, private_bucket
     # the logs are where that cluster keeps them
     assert f"shared-logs/{running}/steps/{step['Id']}/stderr.gz" in out
     emr.terminate_job_flows(JobFlowIds=[running])
-    assert submit_step.main(argv_for(private_bucket, "--cluster-id", running, run_id="r2")) == 2
+    assert cli.main(argv_for(private_bucket, "--cluster-id", running, run_id="r2")) == 2
     assert f"cluster {running} is TERMINATED" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("missing", ["public access block", "encryption"])
-def test_bucket_that_is_not_private_is_refused(submit_step, s3, emr, new_bucket, capsys, missing):
+def test_bucket_that_is_not_private_is_refused(s3, emr, new_bucket, capsys, missing):
     bucket = new_bucket(private=False)
     if missing == "encryption":
-        blocked = dict.fromkeys(submit_step.PUBLIC_ACCESS_FLAGS, True)
+        blocked = dict.fromkeys(guards.PUBLIC_ACCESS_FLAGS, True)
         s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=blocked)
     clusters_before = len(emr.list_clusters()["Clusters"])
-    assert submit_step.main(argv_for(bucket, "--create")) == 2
+    assert cli.main(argv_for(bucket, "--create")) == 2
     err = capsys.readouterr().err
     assert f"bucket {bucket} is not private enough" in err
     assert "no default encryption" in err
@@ -150,11 +150,9 @@ def test_bucket_that_is_not_private_is_refused(submit_step, s3, emr, new_bucket,
     assert len(emr.list_clusters()["Clusters"]) == clusters_before  # nothing started
 
 
-def test_force_goes_on_with_warnings_and_never_opens_the_bucket(
-    submit_step, s3, new_bucket, capsys
-):
+def test_force_goes_on_with_warnings_and_never_opens_the_bucket(s3, new_bucket, capsys):
     bucket = new_bucket(private=False)
-    assert submit_step.main(argv_for(bucket, "--create", "--force")) == 0
+    assert cli.main(argv_for(bucket, "--create", "--force")) == 0
     err = capsys.readouterr().err
     assert "no Block Public Access configuration (--force given)" in err
     assert len(keys(s3, bucket)) == 4
@@ -166,26 +164,36 @@ def test_force_goes_on_with_warnings_and_never_opens_the_bucket(
     for key in keys(s3, bucket):
         grants = s3.get_object_acl(Bucket=bucket, Key=key)["Grants"]
         assert [g["Grantee"].get("Type") for g in grants] == ["CanonicalUser"]
-    source = (ROOT / "scripts" / "submit_step.py").read_text()
-    for call in ("put_bucket_policy", "put_bucket_acl", "put_object_acl", "ACL=", "public-read"):
-        assert call not in source
+    sources = [
+        ROOT / "scripts" / "submit_step.py",
+        *(ROOT / "src/fruits_pipeline/emr").glob("*.py"),
+    ]
+    assert len(sources) > 5
+    for path in sources:
+        source = path.read_text()
+        for call in (
+            "put_bucket_policy",
+            "put_bucket_acl",
+            "put_object_acl",
+            "ACL=",
+            "public-read",
+        ):
+            assert call not in source, path
 
 
-def test_bucket_outside_the_eu_is_refused(submit_step, s3, emr, new_bucket, capsys):
+def test_bucket_outside_the_eu_is_refused(s3, emr, new_bucket, capsys):
     bucket = new_bucket(region="us-west-2")
-    assert submit_step.main(argv_for(bucket, "--create")) == 2
+    assert cli.main(argv_for(bucket, "--create")) == 2
     assert f"bucket {bucket} is in us-west-2, outside the EU" in capsys.readouterr().err
     assert keys(s3, bucket) == []
-    assert submit_step.main(argv_for(bucket, "--create", "--allow-non-eu", run_id="r2")) == 0
+    assert cli.main(argv_for(bucket, "--create", "--allow-non-eu", run_id="r2")) == 0
     assert "outside the EU (--allow-non-eu given)" in capsys.readouterr().err
 
 
-def test_input_bucket_outside_the_eu_is_refused(
-    submit_step, s3, private_bucket, new_bucket, capsys
-):
+def test_input_bucket_outside_the_eu_is_refused(s3, private_bucket, new_bucket, capsys):
     elsewhere = new_bucket("-us", region="us-east-1")
     argv = ["--bucket", private_bucket, "--input", f"s3://{elsewhere}/Test/", "--create"]
-    assert submit_step.main(argv) == 2
+    assert cli.main(argv) == 2
     assert f"bucket {elsewhere} is in us-east-1" in capsys.readouterr().err
     assert keys(s3, private_bucket) == []
 
@@ -219,11 +227,9 @@ def recording_endpoint(monkeypatch):
 
 
 @pytest.mark.parametrize("where", ["--create", "--cluster-id"])
-def test_dry_run_prints_every_request_and_calls_nothing(
-    submit_step, aws_env, recording_endpoint, capsys, where
-):
+def test_dry_run_prints_every_request_and_calls_nothing(aws_env, recording_endpoint, capsys, where):
     argv = argv_for("fruits-eu", *([where, "j-1ABC"] if where == "--cluster-id" else [where]))
-    assert submit_step.main([*argv, "--dry-run", "--wait", "--share", "--", "--limit", "5"]) == 0
+    assert cli.main([*argv, "--dry-run", "--wait", "--share", "--", "--limit", "5"]) == 0
     assert recording_endpoint == []  # not one request, not even a read
     requests = json.loads(capsys.readouterr().out)
     operations = [(r["service"], r["operation"]) for r in requests]
@@ -242,17 +248,17 @@ def test_dry_run_prints_every_request_and_calls_nothing(
     assert steps[0]["HadoopJarStep"]["Args"][-2:] == ["--limit", "5"]
 
 
-def test_dry_run_on_the_real_server_changes_nothing(submit_step, s3, emr, private_bucket):
+def test_dry_run_on_the_real_server_changes_nothing(s3, emr, private_bucket):
     before = len(emr.list_clusters()["Clusters"])
-    assert submit_step.main(argv_for(private_bucket, "--create", "--dry-run")) == 0
+    assert cli.main(argv_for(private_bucket, "--create", "--dry-run")) == 0
     assert keys(s3, private_bucket) == []
     assert len(emr.list_clusters()["Clusters"]) == before
 
 
-def test_share_prints_presigned_links_that_work_and_expire(submit_step, s3, private_bucket, capsys):
+def test_share_prints_presigned_links_that_work_and_expire(s3, private_bucket, capsys):
     run_id = "share-1"
     argv = argv_for(private_bucket, "--create", "--share", "--share-hours", "6", run_id=run_id)
-    assert submit_step.main(argv) == 0
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "they work once the step has succeeded" in out
     stand_ins = {
@@ -279,14 +285,14 @@ def test_share_prints_presigned_links_that_work_and_expire(submit_step, s3, priv
             assert answer.headers["Content-Type"].startswith(stand_ins[name][1])
 
 
-def test_links_for_aws_are_https_and_regional(submit_step, monkeypatch):
+def test_links_for_aws_are_https_and_regional(monkeypatch):
     """Signing is local (no request): without the test endpoint, links point at AWS itself."""
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    aws = submit_step.Aws("eu-west-1", None)
-    layout = submit_step.RunLayout("fruits-eu", "fruits-pipeline/runs/r1")
-    links = dict(submit_step.share_links(aws, layout, hours=168))
+    signer = aws.Aws("eu-west-1", None)
+    layout = s3paths.RunLayout("fruits-eu", "fruits-pipeline/runs/r1")
+    links = dict(cli.share_links(signer, layout, hours=168))
     link = urlsplit(links["report.json"])
     assert link.scheme == "https"
     assert link.netloc == "fruits-eu.s3.eu-west-1.amazonaws.com"
