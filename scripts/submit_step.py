@@ -5,9 +5,9 @@
         --input s3://my-fruits-eu/data/Test/ --create --wait --share \\
         -- --weights s3://my-fruits-eu/models/mobilenet_v2.h5
 
-1. builds the code (a zip of src/fruits_pipeline for --py-files, requirements.txt generated
-   from pyproject.toml) and uploads it, with server-side encryption, to
-   s3://BUCKET/PREFIX/runs/RUN_ID/code/;
+1. builds the code (a zip of src/fruits_pipeline for --py-files, without the submitter and
+   the benchmark; requirements.txt generated from pyproject.toml) and uploads it, with
+   server-side encryption, to s3://BUCKET/PREFIX/runs/RUN_ID/code/;
 2. --create starts a transient cluster from emr/cluster-config.json that ends with its step,
    or --cluster-id adds the step to a running cluster;
 3. the step runs ``spark-submit --deploy-mode cluster`` on scripts/spark_job.py with

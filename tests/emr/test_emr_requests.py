@@ -227,6 +227,7 @@ def test_requirements_are_the_pins_minus_pyspark():
 
 
 def test_py_files_zip_is_complete_deterministic_and_importable(tmp_path):
+    """Every file of the package but the submitter's and the benchmark's."""
     package = ROOT / "src" / "fruits_pipeline"
     first = bundle.build_py_files_zip(package, tmp_path / "a.zip")
     second = bundle.build_py_files_zip(package, tmp_path / "b.zip")
@@ -235,19 +236,37 @@ def test_py_files_zip_is_complete_deterministic_and_importable(tmp_path):
     expected = sorted(
         f"fruits_pipeline/{p.relative_to(package).as_posix()}"
         for p in package.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.suffix != ".pyc"
+        and p.relative_to(package).parts[0] not in ("emr", "bench")
     )
     assert names == expected and "fruits_pipeline/cli.py" in names
-    # Without site-packages (-S): the package comes from the zip alone.
+    # Without site-packages (-S): the package comes from the zip alone, without the
+    # submitter.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); import fruits_pipeline.cli as c; "
-        "assert c.__file__.startswith(sys.argv[1]), c.__file__; print(c.PROG)"
+        "assert c.__file__.startswith(sys.argv[1]), c.__file__; print(c.PROG)\n"
+        "try:\n import fruits_pipeline.emr\nexcept ModuleNotFoundError:\n print('no emr')"
     )
     done = subprocess.run(
         [sys.executable, "-S", "-c", probe, str(first)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "fruits-pipeline"
+    assert done.stdout.split() == ["fruits-pipeline", "no", "emr"]
+
+
+def test_py_files_zip_leaves_out_the_submitter_and_the_benchmark(tmp_path):
+    package = ROOT / "src" / "fruits_pipeline"
+    assert (package / "emr" / "cli.py").is_file() and (package / "bench").is_dir()
+    names = zipfile.ZipFile(bundle.build_py_files_zip(package, tmp_path / "a.zip")).namelist()
+    assert not [
+        n for n in names if n.startswith(("fruits_pipeline/emr/", "fruits_pipeline/bench/"))
+    ]
+    # the job's own modules never need them
+    for name in names:
+        text = zipfile.ZipFile(tmp_path / "a.zip").read(name).decode("utf-8", "replace")
+        assert "fruits_pipeline.emr" not in text and "fruits_pipeline.bench" not in text, name
 
 
 def test_shared_file_names_are_the_jobs():

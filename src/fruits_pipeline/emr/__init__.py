@@ -1,6 +1,7 @@
 """The EMR submitter: runs the job on Amazon EMR, EU-only and private by default.
 
-It runs on the user's machine, never on the cluster.  One idea per module:
+It runs on the user's machine and never on the cluster, so it is left out of the job's
+``--py-files`` zip.  One idea per module:
 
 - ``errors``: how it fails (one line, exit 2) and the names it prints under;
 - ``s3paths``: s3:// URIs and where a run lives in S3;

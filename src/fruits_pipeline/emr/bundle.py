@@ -1,9 +1,9 @@
 """The code a run uploads for the cluster, built from the kit's files in the checkout.
 
-Four files: the package as a zip for ``--py-files``, the spark-submit entry file, the
-bootstrap script, and ``requirements.txt`` generated from pyproject.toml.  ``KitFiles`` says
-where the kit's files are; everything here reads them through it, so a test can point it at
-another folder.
+Four files: the package as a zip for ``--py-files`` (without the parts that never run on the
+cluster), the spark-submit entry file, the bootstrap script, and ``requirements.txt``
+generated from pyproject.toml.  ``KitFiles`` says where the kit's files are; everything here
+reads them through it, so a test can point it at another folder.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ REQUIREMENTS_NAME = "requirements.txt"
 
 #: Installed by EMR itself: pip must not shadow the cluster's Spark.
 PROVIDED_BY_EMR = frozenset({"pyspark"})
+#: Sub-packages left out of the zip: this submitter and the benchmark run on the user's
+#: machine, never on the cluster.
+NOT_SHIPPED = frozenset({"emr", "bench"})
 
 
 @dataclass(frozen=True)
@@ -99,11 +102,15 @@ def code_files(kit: KitFiles, workdir: Path) -> list[CodeFile]:
 
 
 def shipped_files(package_dir: Path) -> list[Path]:
-    """Return, sorted, the package's files that go into the zip: all but compiled caches."""
+    """Return, sorted, the package's files that go into the zip: all but compiled caches and
+    the sub-packages in NOT_SHIPPED."""
     return sorted(
         path
         for path in package_dir.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.suffix != ".pyc"
+        and path.relative_to(package_dir).parts[0] not in NOT_SHIPPED
     )
 
 
