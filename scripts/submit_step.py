@@ -5,6 +5,8 @@
         --input s3://my-fruits-eu/data/Test/ --create --wait --share \\
         -- --weights s3://my-fruits-eu/models/mobilenet_v2.h5
 
+The same command is installed as ``.venv/bin/fruits-pipeline-emr``.
+
 1. builds the code (a zip of src/fruits_pipeline for --py-files, without the submitter and
    the benchmark; requirements.txt generated from pyproject.toml) and uploads it, with
    server-side encryption, to s3://BUCKET/PREFIX/runs/RUN_ID/code/;

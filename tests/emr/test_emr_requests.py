@@ -352,6 +352,18 @@ def test_help_reads_well_and_the_script_runs_standalone():
     assert bad.stderr.strip().count("\n") == 0
 
 
+def test_the_console_script_answers_help_and_refuses_in_one_line():
+    console = ROOT / ".venv" / "bin" / "fruits-pipeline-emr"
+    done = subprocess.run([str(console), "--help"], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: fruits-pipeline-emr ")
+    assert "fruits-pipeline-emr --bucket my-fruits-eu" in done.stdout  # the examples
+    bad = subprocess.run([str(console), "--create"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("fruits-pipeline-emr: error: the following arguments")
+
+
 # --------------------------------------------------------------------------- watching
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fruits_pipeline.emr.aws import Aws
 from fruits_pipeline.emr.bundle import KitFiles
-from fruits_pipeline.emr.errors import EXIT_INTERRUPTED, PROG
+from fruits_pipeline.emr.errors import EXIT_INTERRUPTED, PROG, program_name
 from fruits_pipeline.emr.guards import check_buckets
 from fruits_pipeline.emr.options import Options, parse_options
 from fruits_pipeline.emr.requests import Plan, dry_run_requests, make_plan
@@ -31,8 +31,12 @@ log = logging.getLogger("fruits_pipeline.emr")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line and return the exit code."""
-    prog = PROG
+    """Run the command line and return the exit code.
+
+    Messages start with the console script's name when started as ``fruits-pipeline-emr``,
+    and with ``submit_step.py`` otherwise (the script, or ``main`` called with ``argv``).
+    """
+    prog = program_name(sys.argv[0]) if argv is None else PROG
     argv = sys.argv[1:] if argv is None else argv
     try:
         options = parse_options(argv, prog=prog)
