@@ -53,9 +53,9 @@ def validate(operation: str, params: dict) -> None:
     assert not report.has_errors(), report.generate_report()
 
 
-def plan_for(tmp_path, argv: list[str]):
+def plan_for(tmp_path, argv: list[str], kit: bundle.KitFiles | None = None):
     parsed = options.parse_options(argv)
-    kit = bundle.KitFiles.find()
+    kit = kit or bundle.KitFiles.find()
     target = targets.target_for(parsed, kit)
     return parsed, requests.make_plan(parsed, kit, tmp_path, target.job)
 
@@ -269,6 +269,59 @@ def test_py_files_zip_leaves_out_the_submitter_and_the_benchmark(tmp_path):
         assert "fruits_pipeline.emr" not in text and "fruits_pipeline.bench" not in text, name
 
 
+def fake_kit(root: Path) -> bundle.KitFiles:
+    """Write a kit laid out like the checkout under ``root``, with files of its own."""
+    files = {
+        "src/fruits_pipeline/__init__.py": "",
+        "src/fruits_pipeline/cli.py": "PROG = 'fake'\n",
+        "src/fruits_pipeline/chain/step.py": "STEP = 1\n",
+        "src/fruits_pipeline/emr/cli.py": "SUBMITTER = 1\n",
+        "src/fruits_pipeline/bench/benchmark.py": "BENCH = 1\n",
+        "scripts/spark_job.py": "print('fake entry')\n",
+        "bootstrap/bootstrap-emr.sh": "#!/usr/bin/env bash\necho fake\n",
+        "pyproject.toml": '[project]\ndependencies = ["pyspark==3.5.6", "numpy==1.0.1"]\n',
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    template = json.loads((ROOT / "emr" / "cluster-config.json").read_text())
+    (root / "emr").mkdir()
+    (root / "emr" / "cluster-config.json").write_text(
+        json.dumps({**template, "ReleaseLabel": "emr-7.99.0"})
+    )
+    return bundle.KitFiles.at(root)
+
+
+def test_the_bundle_is_built_from_the_kit_files_it_is_given(tmp_path):
+    kit = fake_kit(tmp_path / "kit")
+    (tmp_path / "work").mkdir()
+    _, plan = plan_for(tmp_path / "work", [*BASE, "--create"], kit=kit)
+    bodies = {f.name: f.body for f in plan.files}
+    assert bodies["spark_job.py"] == b"print('fake entry')\n"
+    assert bodies["bootstrap-emr.sh"] == b"#!/usr/bin/env bash\necho fake\n"
+    assert bodies["requirements.txt"].decode().splitlines()[2:] == ["numpy==1.0.1"]
+    archive = zipfile.ZipFile(tmp_path / "work" / "fruits_pipeline.zip")
+    assert archive.namelist() == [
+        "fruits_pipeline/__init__.py",
+        "fruits_pipeline/chain/step.py",
+        "fruits_pipeline/cli.py",
+    ]
+    assert archive.read("fruits_pipeline/cli.py") == b"PROG = 'fake'\n"
+    assert plan.job.submit.params["ReleaseLabel"] == "emr-7.99.0"
+
+
+def test_kit_files_are_found_in_the_checkout_or_refused_in_one_line(tmp_path, capsys):
+    assert bundle.KitFiles.find().root == ROOT
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "spark_job.py").write_text("")
+    with pytest.raises(errors.UsageError) as refused:
+        bundle.KitFiles.at(tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"the EMR kit's files are not in {tmp_path} (missing: ")
+    assert "src/fruits_pipeline, bootstrap/bootstrap-emr.sh, pyproject.toml" in message
+    assert "scripts/spark_job.py" not in message and "\n" not in message
+
+
 def test_shared_file_names_are_the_jobs():
     class Signer:  # share_links signs locally; this stands in for aws.Aws.presign
         def presign(self, bucket, key, seconds, content_type):
@@ -362,6 +415,27 @@ def test_the_console_script_answers_help_and_refuses_in_one_line():
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("fruits-pipeline-emr: error: the following arguments")
+
+
+def test_the_script_is_a_thin_entry_point():
+    text = SUBMITTER.read_text()
+    assert len(text.splitlines()) < 100
+    assert "from fruits_pipeline.emr.cli import main" in text
+    assert "sys.path" not in text
+
+
+def test_the_submitter_starts_without_spark_numpy_tensorflow_or_boto3():
+    probe = (
+        "import sys\n"
+        "from fruits_pipeline.emr import cli\n"
+        "try:\n cli.main(['--help'])\nexcept SystemExit:\n pass\n"
+        "cli.main(['--create'])\n"
+        "heavy = ('pyspark', 'numpy', 'tensorflow', 'boto3', 'botocore')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))"
+    )
+    done = subprocess.run([str(PYTHON), "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 # --------------------------------------------------------------------------- watching
