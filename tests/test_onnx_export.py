@@ -158,6 +158,26 @@ def test_the_signature_is_nhwc_images_in_and_features_out_for_any_batch(seeded_l
         assert run_onnx(model, np.zeros((size, 224, 224, 3), np.float32)).shape == (size, 1280)
 
 
+def test_uint8_input_is_preprocessed_inside_the_graph(seeded_layers, raw_images):
+    import onnx.shape_inference
+    import onnx.utils
+
+    model = to_onnx(seeded_layers, uint8_input=True)
+    (source,) = model.graph.input
+    assert source.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+    # The scaling alone, on every uint8 value: bit for bit what preprocess gives.
+    (sub,) = [node for node in model.graph.node if node.op_type == "Sub"]
+    typed = onnx.shape_inference.infer_shapes(model)  # the extractor needs the tensor types
+    scaling = onnx.utils.Extractor(typed).extract_model([INPUT_NAME], list(sub.output))
+    every_value = np.resize(np.arange(256, dtype=np.uint8), (1, 224, 224, 3))
+    assert np.array_equal(run_onnx(scaling, every_value), preprocess(every_value))
+
+    ours = run_onnx(model, raw_images)
+    theirs = run_onnx(to_onnx(seeded_layers), preprocess(raw_images))
+    assert np.abs(ours - theirs).max() <= 1e-6 * np.abs(theirs).max()
+
+
 def test_a_missing_layer_is_named_with_the_shapes_it_needs(seeded_layers):
     layers = {
         name: arrays for name, arrays in seeded_layers.items() if name != "block_5_project_BN"

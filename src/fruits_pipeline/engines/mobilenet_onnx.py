@@ -17,8 +17,9 @@ How each Keras layer becomes ONNX:
 - ReLU(max_value=6) -> Clip(0, 6); Add -> Add;
 - GlobalAveragePooling2D -> GlobalAveragePool + Flatten.
 
-The input is NHWC float32 ``(batch, 224, 224, 3)`` already scaled to [-1, 1], like Keras'
-(a Transpose to NCHW runs inside the graph); the output is ``features`` ``(batch, 1280)``.
+The input is NHWC ``(batch, 224, 224, 3)`` like Keras' (a Transpose to NCHW runs inside the
+graph): float32 already scaled to [-1, 1], or with ``uint8_input=True`` raw RGB that the
+graph scales itself.  The output is ``features`` ``(batch, 1280)``.
 """
 
 from __future__ import annotations
@@ -120,12 +121,16 @@ def fold_batchnorm(
 
 def to_onnx(
     layers: Mapping[str, Sequence[np.ndarray]],
+    *,
+    uint8_input: bool = False,
 ) -> onnx.ModelProto:
     """Return an ``onnx.ModelProto`` that computes MobileNetV2's features in inference mode
     with the weights ``layers`` (Keras layer name -> ``layer.get_weights()``).
 
-    The input is float32 NHWC ``(batch, 224, 224, 3)`` already preprocessed (``x / 127.5 -
-    1``); the output is ``features`` ``(batch, 1280)``.
+    The input is NHWC ``(batch, 224, 224, 3)``: float32 already preprocessed (``x / 127.5 -
+    1``), or with ``uint8_input`` raw RGB 0..255 as uint8, which the graph preprocesses bit
+    for bit as ``fruits_pipeline.chain.images.preprocess`` does.  The output is ``features``
+    ``(batch, 1280)``.
 
     Raises ValueError naming the layer and the shapes it needs when a layer is missing or an
     array has another shape, and naming any other layer with weights the graph would not use
@@ -135,7 +140,11 @@ def to_onnx(
     from onnx import TensorProto, helper
 
     writer = _GraphWriter(layers)
-    features = writer.mobilenet_v2(INPUT_NAME)
+    if uint8_input:
+        source = writer.preprocess_uint8(INPUT_NAME)
+    else:
+        source = INPUT_NAME
+    features = writer.mobilenet_v2(source)
     unread = sorted(
         name
         for name, arrays in layers.items()
@@ -147,12 +156,13 @@ def to_onnx(
             "(alpha 1.0, 224x224x3): these are not the weights of that network"
         )
     output = helper.make_tensor_value_info(features, TensorProto.FLOAT, ["batch", FEATURE_DIM])
+    input_type = TensorProto.UINT8 if uint8_input else TensorProto.FLOAT
     graph = helper.make_graph(
         writer.nodes,
         "mobilenet_v2_features",
         [
             helper.make_tensor_value_info(
-                INPUT_NAME, TensorProto.FLOAT, ["batch", INPUT_SIZE, INPUT_SIZE, 3]
+                INPUT_NAME, input_type, ["batch", INPUT_SIZE, INPUT_SIZE, 3]
             )
         ],
         [output],
@@ -209,6 +219,17 @@ class _GraphWriter:
             self._helper.make_node(op_type, inputs, [output], name=name, **attributes)
         )
         return output
+
+    def preprocess_uint8(self, source: str) -> str:
+        """Scale uint8 RGB to [-1, 1] as ``np.divide(x, float32(127.5), dtype=float32) - 1``:
+        every uint8 is exact in float32 and IEEE division and subtraction round as numpy's."""
+        from onnx import TensorProto
+
+        scale = self.constant("preprocess_scale", np.array(127.5, np.float32))
+        one = self.constant("preprocess_one", np.array(1.0, np.float32))
+        x = self.node("Cast", [source], "input_float", "preprocess_cast", to=TensorProto.FLOAT)
+        x = self.node("Div", [x, scale], "input_scaled", "preprocess_div")
+        return self.node("Sub", [x, one], "preprocessed", "preprocess_sub")
 
     def conv_bn(
         self,
