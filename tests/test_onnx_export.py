@@ -19,6 +19,7 @@ from fruits_pipeline.chain.weights import (
 from fruits_pipeline.engines.mobilenet_onnx import (
     INPUT_NAME,
     OUTPUT_NAME,
+    PROBABILITIES_NAME,
     correct_pad,
     fold_batchnorm,
     same_pads,
@@ -139,6 +140,11 @@ def test_the_graph_computes_keras_features_on_imagenet_weights(raw_images):
     batch = preprocess(raw_images)
     assert_same_features(run_onnx(to_onnx(layers), batch), keras_features(network, batch))
 
+    # Keras' own classifier as the head gives Keras' own probabilities.
+    probabilities = run_onnx(to_onnx(layers, head=tuple(layers["predictions"])), batch)
+    expected = network.predict(batch, batch_size=16, verbose=0)
+    assert np.abs(probabilities - expected).max() <= 1e-4
+
 
 def test_the_signature_is_nhwc_images_in_and_features_out_for_any_batch(seeded_layers):
     from onnx import TensorProto
@@ -178,6 +184,28 @@ def test_uint8_input_is_preprocessed_inside_the_graph(seeded_layers, raw_images)
     assert np.abs(ours - theirs).max() <= 1e-6 * np.abs(theirs).max()
 
 
+def test_the_head_gives_softmax_probabilities(seeded_layers, raw_images):
+    rng = np.random.default_rng(3)
+    weight = (rng.normal(size=(1280, 5)) * 0.05).astype(np.float32)
+    bias = rng.normal(size=5).astype(np.float32)
+    model = to_onnx(seeded_layers, head=(weight, bias))
+    (result,) = model.graph.output
+    assert result.name == PROBABILITIES_NAME
+    assert [d.dim_param or d.dim_value for d in result.type.tensor_type.shape.dim] == [
+        "batch",
+        5,
+    ]
+
+    batch = preprocess(raw_images)
+    features = run_onnx(to_onnx(seeded_layers), batch).astype(np.float64)
+    logits = features @ weight + bias
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    probabilities = run_onnx(model, batch)
+    assert np.abs(probabilities - expected).max() <= 1e-6
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+
+
 def test_a_missing_layer_is_named_with_the_shapes_it_needs(seeded_layers):
     layers = {
         name: arrays for name, arrays in seeded_layers.items() if name != "block_5_project_BN"
@@ -199,6 +227,11 @@ def test_weights_of_another_network_are_refused(seeded_layers):
     layers = {**seeded_layers, "extra_dense": [np.zeros((4, 4), np.float32)]}
     with pytest.raises(ValueError, match="'extra_dense'"):
         to_onnx(layers)
+
+
+def test_a_wrongly_shaped_head_is_refused(seeded_layers):
+    with pytest.raises(ValueError, match=r"head.*\(1280, n_labels\)"):
+        to_onnx(seeded_layers, head=(np.zeros((1000, 1280), np.float32), np.zeros(1280)))
 
 
 def test_onnxruntime_features_equal_tensorflow_features(weights_files):

@@ -19,7 +19,8 @@ How each Keras layer becomes ONNX:
 
 The input is NHWC ``(batch, 224, 224, 3)`` like Keras' (a Transpose to NCHW runs inside the
 graph): float32 already scaled to [-1, 1], or with ``uint8_input=True`` raw RGB that the
-graph scales itself.  The output is ``features`` ``(batch, 1280)``.
+graph scales itself.  The output is ``features`` ``(batch, 1280)``, or with ``head`` a
+classifier's ``probabilities``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ IR_VERSION = 8
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "features"
+PROBABILITIES_NAME = "probabilities"
 
 #: Side of the square input image, in pixels, and channels of the features.
 INPUT_SIZE = 224
@@ -123,6 +125,7 @@ def to_onnx(
     layers: Mapping[str, Sequence[np.ndarray]],
     *,
     uint8_input: bool = False,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """Return an ``onnx.ModelProto`` that computes MobileNetV2's features in inference mode
     with the weights ``layers`` (Keras layer name -> ``layer.get_weights()``).
@@ -130,7 +133,8 @@ def to_onnx(
     The input is NHWC ``(batch, 224, 224, 3)``: float32 already preprocessed (``x / 127.5 -
     1``), or with ``uint8_input`` raw RGB 0..255 as uint8, which the graph preprocesses bit
     for bit as ``fruits_pipeline.chain.images.preprocess`` does.  The output is ``features``
-    ``(batch, 1280)``.
+    ``(batch, 1280)``; with ``head = (weight (1280, n), bias (n,))`` it is ``probabilities``
+    ``(batch, n)`` instead: softmax(features @ weight + bias).
 
     Raises ValueError naming the layer and the shapes it needs when a layer is missing or an
     array has another shape, and naming any other layer with weights the graph would not use
@@ -155,11 +159,20 @@ def to_onnx(
             f"layer {unread[0]!r} has weights but is not part of MobileNetV2 "
             "(alpha 1.0, 224x224x3): these are not the weights of that network"
         )
-    output = helper.make_tensor_value_info(features, TensorProto.FLOAT, ["batch", FEATURE_DIM])
+    if head is None:
+        output = helper.make_tensor_value_info(features, TensorProto.FLOAT, ["batch", FEATURE_DIM])
+        name = "mobilenet_v2_features"
+    else:
+        labels = writer.classifier(features, *head)
+        output = helper.make_tensor_value_info(
+            PROBABILITIES_NAME, TensorProto.FLOAT, ["batch", labels]
+        )
+        name = "mobilenet_v2_classifier"
+
     input_type = TensorProto.UINT8 if uint8_input else TensorProto.FLOAT
     graph = helper.make_graph(
         writer.nodes,
-        "mobilenet_v2_features",
+        name,
         [
             helper.make_tensor_value_info(
                 INPUT_NAME, input_type, ["batch", INPUT_SIZE, INPUT_SIZE, 3]
@@ -319,6 +332,29 @@ class _GraphWriter:
         x = self.relu6(x, "out_relu")
         x = self.node("GlobalAveragePool", [x], "pooled", "global_average_pooling2d")
         return self.node("Flatten", [x], OUTPUT_NAME, "flatten", axis=1)
+
+    def classifier(self, features: str, weight: np.ndarray, bias: np.ndarray) -> int:
+        """Write softmax(features @ weight + bias) as ``probabilities``; return the number
+        of labels."""
+        weight, bias = np.asarray(weight), np.asarray(bias)
+        labels = weight.shape[-1] if weight.ndim == 2 else 0
+        if weight.shape != (FEATURE_DIM, labels) or bias.shape != (labels,) or not labels:
+            raise ValueError(
+                f"head has arrays of shapes {_shapes_text([weight.shape, bias.shape])}: "
+                f"it needs [({FEATURE_DIM}, n_labels), (n_labels,)] with n_labels >= 1"
+            )
+        logits = self.node(
+            "Gemm",
+            [
+                features,
+                self.constant("head_W", np.ascontiguousarray(weight, np.float32)),
+                self.constant("head_B", np.ascontiguousarray(bias, np.float32)),
+            ],
+            "logits",
+            "head",
+        )
+        self.node("Softmax", [logits], PROBABILITIES_NAME, "softmax", axis=1)
+        return labels
 
 
 def _output_size(size: int, kernel: int, stride: int, before: int, after: int) -> int:
