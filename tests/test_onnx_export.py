@@ -206,6 +206,24 @@ def test_the_head_gives_softmax_probabilities(seeded_layers, raw_images):
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("uint8_input, with_head", [(False, False), (True, False), (False, True)])
+def test_the_same_weights_give_the_same_bytes(seeded_layers, uint8_input, with_head):
+    """The job fingerprints the network by the sha256 of these bytes."""
+    options = {"uint8_input": uint8_input}
+    if with_head:
+        rng = np.random.default_rng(0)
+        options["head"] = (rng.normal(size=(1280, 3)).astype(np.float32), np.zeros(3))
+    first = to_onnx(seeded_layers, **options).SerializeToString()
+    assert to_onnx(seeded_layers, **options).SerializeToString() == first
+    reordered = dict(reversed(list(seeded_layers.items())))  # looked up by name, not order
+    assert to_onnx(reordered, **options).SerializeToString() == first
+
+    changed = dict(seeded_layers)
+    gamma, *rest = changed["block_7_project_BN"]
+    changed["block_7_project_BN"] = [gamma * 2, *rest]
+    assert to_onnx(changed, **options).SerializeToString() != first
+
+
 def test_a_missing_layer_is_named_with_the_shapes_it_needs(seeded_layers):
     layers = {
         name: arrays for name, arrays in seeded_layers.items() if name != "block_5_project_BN"

@@ -20,7 +20,7 @@ How each Keras layer becomes ONNX:
 The input is NHWC ``(batch, 224, 224, 3)`` like Keras' (a Transpose to NCHW runs inside the
 graph): float32 already scaled to [-1, 1], or with ``uint8_input=True`` raw RGB that the
 graph scales itself.  The output is ``features`` ``(batch, 1280)``, or with ``head`` a
-classifier's ``probabilities``.
+classifier's ``probabilities``.  The same arrays always give the same serialized bytes.
 """
 
 from __future__ import annotations
