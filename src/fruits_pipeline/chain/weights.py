@@ -234,7 +234,8 @@ def network_payload(weights: LoadedWeights, engine: str) -> bytes | list[np.ndar
         raise ValueError(f"unknown inference engine {engine!r}: use one of {ENGINES}")
     from fruits_pipeline.engines.mobilenet_onnx import to_onnx
 
-    return to_onnx(weights.features_model).SerializeToString()
+    layers = {layer.name: layer.get_weights() for layer in weights.features_model.layers}
+    return to_onnx(layers).SerializeToString()
 
 
 def sha256_file(path: str) -> str:
