@@ -11,9 +11,9 @@ import pytest
 from results_run import PER_SPLIT, small_run
 from sklearn.metrics import accuracy_score, f1_score
 
+from fruits_pipeline.classifier.probe import metrics, split_column
 from fruits_pipeline.cli import main
-from fruits_pipeline.commands.evaluate import metrics, split_column
-from fruits_pipeline.results import plots
+from fruits_pipeline.results import layout
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +37,17 @@ def test_metrics_agree_with_scikit_learn():
     truth = [i for i in range(6) for j in range(6) for _ in range(matrix[i, j])]
     guess = [j for i in range(6) for j in range(6) for _ in range(matrix[i, j])]
     measured = metrics(matrix, labels, worst=3)
-    assert measured["accuracy"] == pytest.approx(accuracy_score(truth, guess))
-    assert measured["macro_f1"] == pytest.approx(f1_score(truth, guess, average="macro"))
-    assert measured["test_images"] == len(truth)
+    assert measured.accuracy == pytest.approx(accuracy_score(truth, guess))
+    assert measured.macro_f1 == pytest.approx(f1_score(truth, guess, average="macro"))
+    assert measured.test_images == len(truth)
     per_class = f1_score(truth, guess, average=None, labels=range(6))
-    worst = measured["worst_classes"]
-    assert [w["label"] for w in worst][0] == "never predicted"  # F1 0
-    assert "only predicted" not in [w["label"] for w in worst]  # no test image
-    assert [w["f1"] for w in worst] == sorted(w["f1"] for w in worst)
+    worst = measured.worst_classes
+    assert [w.label for w in worst][0] == "never predicted"  # F1 0
+    assert "only predicted" not in [w.label for w in worst]  # no test image
+    assert [w.f1 for w in worst] == sorted(w.f1 for w in worst)
     for row in worst:
-        assert row["f1"] == pytest.approx(per_class[labels.index(row["label"])], abs=1e-4)
-        assert row["support"] == matrix[labels.index(row["label"])].sum()
+        assert row.f1 == pytest.approx(per_class[labels.index(row.label)], abs=1e-4)
+        assert row.support == matrix[labels.index(row.label)].sum()
 
 
 #: Image paths and the split ``split_column`` must find for them (Training / Test).
@@ -84,9 +84,9 @@ def test_evaluate_writes_accuracy_into_the_report(capsys, run):
     assert len(evaluation["worst_classes"]) == min(10, classes)
     assert evaluation["meaningful"] is True  # a weights file: the report cannot tell it is seeded
     assert evaluation["weights_source"] == str(run.weights)
-    png = run.output / "plots" / plots.CONFUSION_MATRIX
+    png = run.output / "plots" / layout.CONFUSION_MATRIX_PNG
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert report["outputs"]["plots"][plots.CONFUSION_MATRIX] == str(png)
+    assert report["outputs"]["plots"][layout.CONFUSION_MATRIX_PNG] == str(png)
     page = (run.output / "report.html").read_text(encoding="utf-8")
     assert 'id="evaluation"' in page and f"{evaluation['accuracy']:.1%}" in page
     assert f"accuracy     {evaluation['accuracy']:.1%}" in out

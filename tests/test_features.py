@@ -10,20 +10,16 @@ from image_files import jpeg_bytes, noise_image, png_bytes
 from PIL import Image
 from shared_data import SHARED_FRUITS
 
+from fruits_pipeline import engines
 from fruits_pipeline.chain.extract import (
     ExtractionCounters,
+    broadcast_network,
     extract_features,
     featurize_batch,
-    label_column,
-    read_images,
 )
 from fruits_pipeline.chain.images import decode_image, label_from_path, preprocess
-from fruits_pipeline.chain.weights import (
-    cached_extractor,
-    load_weights,
-    network_payload,
-    parse_weights_spec,
-)
+from fruits_pipeline.chain.listing import label_column, read_images
+from fruits_pipeline.chain.weights import load_weights, parse_weights_spec
 
 pytestmark = pytest.mark.spark
 
@@ -83,11 +79,11 @@ def test_features_equal_keras_on_the_same_weights(
     spark, weights_files, fidelity_folder, weights_format, engine
 ):
     weights = load_weights(parse_weights_spec(str(weights_files[weights_format])))
-    broadcast = spark.sparkContext.broadcast(network_payload(weights, engine))
+    network = broadcast_network(spark, engines.get(engine), weights)
     counters = ExtractionCounters.create(spark)
     images = read_images(spark, "file:" + str(fidelity_folder))
     rows = extract_features(
-        images, broadcast, weights.arrays_sha256, counters, batch_size=4, engine=engine
+        images, network.broadcast, network.engine, network.key, counters, batch_size=4
     )
     rows = sorted(rows.collect(), key=lambda row: row["path"])
 
@@ -103,7 +99,7 @@ def test_features_equal_keras_on_the_same_weights(
     )
     assert cosine.min() >= 0.9999, cosine
     assert counters.images_inferred.value == len(rows)
-    broadcast.unpersist()
+    network.broadcast.unpersist()
 
 
 def fingerprint(batch: np.ndarray) -> np.ndarray:
@@ -133,13 +129,13 @@ def test_each_image_keeps_its_own_features_when_a_batch_holds_bad_ones():
 
 def test_bad_images_become_error_rows(spark, mixed_folder):
     weights = load_weights(parse_weights_spec("random:1"))
-    broadcast = spark.sparkContext.broadcast(network_payload(weights, "onnxruntime"))
+    network = broadcast_network(spark, engines.get("onnxruntime"), weights)
     counters = ExtractionCounters.create(spark)
     images = read_images(spark, "file:" + str(mixed_folder))
     rows = {
         Path(r["path"]).name: r
         for r in extract_features(
-            images, broadcast, weights.arrays_sha256, counters, batch_size=3
+            images, network.broadcast, network.engine, network.key, counters, batch_size=3
         ).collect()
     }
 
@@ -152,9 +148,7 @@ def test_bad_images_become_error_rows(spark, mixed_folder):
     assert len(good) == 6
     assert all(r["error"] is None for r in good)
     # Each good image carries its own features: the network run on that image alone.
-    extract, _ = cached_extractor(
-        weights.arrays_sha256, lambda: broadcast.value, 1, "onnxruntime"
-    )
+    extract = network.engine.extractor(network.broadcast.value, 1)
     for row in good:
         with open(row["path"][len("file:") :], "rb") as handle:
             alone = extract(preprocess(decode_image(handle.read())[None]))[0]
@@ -162,4 +156,4 @@ def test_bad_images_become_error_rows(spark, mixed_folder):
     assert {r["label"] for r in good} == {"Apple Braeburn", "Pêche plate"}
     assert all(rows[n]["features"] is None for n in ("truncated.jpg", "notes.JPG", "bomb.png"))
     assert counters.images_inferred.value == 6
-    broadcast.unpersist()
+    network.broadcast.unpersist()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 from image_files import jpeg_bytes, noise_image
 
-from fruits_pipeline.chain.extract import escape_glob
-from fruits_pipeline.chain.listing import hadoop_path_string, list_images, partition_conf
+from fruits_pipeline.chain.listing import (
+    escape_glob,
+    hadoop_path_string,
+    list_images,
+    partition_conf,
+)
 
 
 def files_per_partition(conf: dict[str, str], mean: int) -> int:

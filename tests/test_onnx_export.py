@@ -10,12 +10,6 @@ from image_files import jpeg_bytes, noise_image
 from shared_data import SHARED_FRUITS
 
 from fruits_pipeline.chain.images import decode_image, preprocess
-from fruits_pipeline.chain.weights import (
-    cached_extractor,
-    load_weights,
-    network_payload,
-    parse_weights_spec,
-)
 from fruits_pipeline.engines.mobilenet_onnx import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -250,30 +244,3 @@ def test_weights_of_another_network_are_refused(seeded_layers):
 def test_a_wrongly_shaped_head_is_refused(seeded_layers):
     with pytest.raises(ValueError, match=r"head.*\(1280, n_labels\)"):
         to_onnx(seeded_layers, head=(np.zeros((1000, 1280), np.float32), np.zeros(1280)))
-
-
-def test_onnxruntime_features_equal_tensorflow_features(weights_files):
-    """Both engines on the same decoded images: real Fruits-360 JPEGs where the shared
-    sample is present, and noise images of other sizes."""
-    contents = [p.read_bytes() for p in sorted(SHARED_FRUITS.glob("Test/*/*.jpg"))[::60][:40]]
-    contents += [jpeg_bytes(noise_image(seed, size=(64 + seed, 120))) for seed in range(8)]
-    batch = preprocess(np.stack([decode_image(content) for content in contents]))
-
-    weights = load_weights(parse_weights_spec(str(weights_files["legacy"])))
-    features = {}
-    for engine in ("onnxruntime", "tensorflow"):
-        payload = network_payload(weights, engine)
-        extract, built = cached_extractor(weights.arrays_sha256, lambda p=payload: p, 2, engine)
-        assert built
-        features[engine] = np.concatenate(
-            [extract(batch[i : i + 16]) for i in range(0, len(batch), 16)]
-        )
-
-    ours, theirs = features["onnxruntime"], features["tensorflow"]
-    assert ours.shape == theirs.shape == (len(contents), 1280)
-    assert np.abs(theirs).mean() > 0.01  # realistic magnitudes
-    cosine = np.sum(ours * theirs, axis=1) / (
-        np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
-    )
-    assert cosine.min() >= 0.9999, cosine.min()
-    assert np.abs(ours - theirs).max() <= 1e-3 * np.abs(theirs).max()

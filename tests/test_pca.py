@@ -125,7 +125,7 @@ def test_spark_uses_the_native_lapack_where_one_is_installed(spark):
     if ctypes.util.find_library("lapack") and ctypes.util.find_library("blas"):
         # liblapack.so.3 and libblas.so.3 are what dev.ludovic.netlib loads (.ci/run
         # installs OpenBLAS's); with them, the decomposition must not run in Java.
-        assert algebra == {
+        assert vars(algebra) == {
             "blas": "JNIBLAS",
             "lapack": "JNILAPACK",
             "native": True,
@@ -133,5 +133,5 @@ def test_spark_uses_the_native_lapack_where_one_is_installed(spark):
             "openblas_threads": "1",
         }
     else:  # no native library on this machine: Spark falls back to a Java one, and says so
-        assert algebra["lapack"] in {"F2jLAPACK", "JavaLAPACK"}
-        assert algebra["native"] is False
+        assert algebra.lapack in {"F2jLAPACK", "JavaLAPACK"}
+        assert algebra.native is False

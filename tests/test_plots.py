@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 from results_run import small_run
 
-from fruits_pipeline.results import plots
-from fruits_pipeline.results.page import write_visuals
-from fruits_pipeline.results.storage import OutputLocation
+from fruits_pipeline.results import layout, plots
+from fruits_pipeline.results.location import OutputLocation
+from fruits_pipeline.results.report import from_json
+from fruits_pipeline.results.writer import ResultsWriter
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -84,7 +85,11 @@ def test_pca_points_brings_a_bounded_sample(spark):
 
 def test_every_run_writes_its_plots(run):
     written = run.report["outputs"]["plots"]
-    assert set(written) == {plots.EXPLAINED_VARIANCE, plots.PCA_SCATTER, plots.LABELS}
+    assert set(written) == {
+        layout.EXPLAINED_VARIANCE_PNG,
+        layout.PCA_SCATTER_PNG,
+        layout.LABELS_PNG,
+    }
     for name, path in written.items():
         assert path == str(run.output / "plots" / name)
         assert png_size((run.output / "plots" / name).read_bytes())[0] >= 800
@@ -94,7 +99,8 @@ def test_every_run_writes_its_plots(run):
 
 def test_a_plot_failure_is_recorded_not_raised(spark, tmp_path, run):
     location = OutputLocation.prepare(str(tmp_path / "nowhere"), overwrite=False)
-    report = {key: run.report[key] for key in ("counts", "pca", "weights")}
-    report["outputs"] = {}
-    write_visuals(spark, location, report)  # no features parquet there
-    assert "error" in report["visuals"] and "report_html" not in report["outputs"]
+    report = from_json(run.report)
+    report.visuals = None
+    ResultsWriter(spark, location).write_visuals(report)  # no features parquet there
+    assert report.visuals.error and report.outputs.report_html is None
+    assert report.outputs.plots is None

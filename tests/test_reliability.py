@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_runs import run_ok
+from crash_engine import crash_once_engine
 from image_files import bomb_png, jpeg_bytes, noise_image, png_bytes
 from PIL import Image
 
-from fruits_pipeline.chain.extract import CRASH_ONCE_ENV
-from fruits_pipeline.commands import run as job
+from fruits_pipeline.chain import job
 from fruits_pipeline.sample_images import write_sample_tree
 
 pytestmark = pytest.mark.spark
@@ -50,7 +50,7 @@ def assert_same_projection(ours: dict[str, dict], theirs: dict[str, dict]) -> No
     assert np.allclose(a, b * signs, atol=1e-3)
 
 
-def test_a_python_worker_crash_is_retried_and_loses_nothing(spark, capsys, tmp_path):
+def test_a_python_worker_crash_is_retried_and_loses_nothing(spark, capsys, tmp_path, monkeypatch):
     source = tmp_path / "images"
     write_sample_tree(str(source), per_class=3, seed=4)
     options = [
@@ -66,13 +66,10 @@ def test_a_python_worker_crash_is_retried_and_loses_nothing(spark, capsys, tmp_p
     clean, _ = run_ok(capsys, *options, "--output", str(tmp_path / "clean"))
 
     marker = tmp_path / "crashed-once"
-    spark.sparkContext.environment[CRASH_ONCE_ENV] = str(marker)
-    try:
-        crashed, _ = run_ok(capsys, *options, "--output", str(tmp_path / "crashed"))
-    finally:
-        del spark.sparkContext.environment[CRASH_ONCE_ENV]
+    engine = crash_once_engine(monkeypatch, str(marker))
+    crashed, _ = run_ok(capsys, *options, "--output", str(tmp_path / "crashed"), "--engine", engine)
 
-    assert marker.exists(), "the test hook never fired: no worker crashed"
+    assert marker.exists(), "the crash engine never fired: no worker crashed"
     assert crashed["counts"] == clean["counts"]
     assert crashed["pca"]["k"] == clean["pca"]["k"]
     assert_same_features(

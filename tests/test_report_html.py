@@ -18,6 +18,7 @@ from PIL import Image
 from results_run import small_run
 
 from fruits_pipeline.results.page import render_html
+from fruits_pipeline.results.report import from_json
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -101,16 +102,16 @@ def test_the_page_is_self_contained(run):
 
 
 def test_labels_are_escaped_and_random_weights_are_flagged(run):
-    report = copy.deepcopy(run.report)
-    report["counts"]["per_label"] = {
+    document = copy.deepcopy(run.report)
+    document["counts"]["per_label"] = {
         '<img src="x" onerror="alert(1)">': {"featurized": 2, "rejected": 0}
     }
-    report["weights"].update({"source": "random:0", "kind": "random", "meaningful": False})
-    page = render_html(report, {})
+    document["weights"].update({"source": "random:0", "kind": "random", "meaningful": False})
+    page = render_html(from_json(document), {})
     parser = parse(page)
     assert parser.images == [] and "&lt;img src=&quot;x&quot;" in page
     assert "not-meaningful" in parser.ids and "NOT meaningful" in page
-    assert "not-meaningful" not in parse(render_html(run.report, {})).ids
+    assert "not-meaningful" not in parse(render_html(from_json(run.report), {})).ids
 
 
 def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
@@ -162,7 +163,8 @@ def test_plots_and_page_go_to_s3_too(moto_endpoint, run):
     import boto3
     import s3fs
 
-    from fruits_pipeline.results.page import read_plots, rewrite_html, write_bytes
+    from fruits_pipeline.results.storage import write_bytes
+    from fruits_pipeline.results.writer import read_plots, update_finished
 
     s3fs.S3FileSystem.clear_instance_cache()
     boto3.client("s3", region_name="eu-west-1").create_bucket(
@@ -173,7 +175,9 @@ def test_plots_and_page_go_to_s3_too(moto_endpoint, run):
     for png in (run.output / "plots").iterdir():
         write_bytes(f"{output}/plots/{png.name}", png.read_bytes())
     assert set(read_plots(output)) == {p.name for p in (run.output / "plots").iterdir()}
-    assert rewrite_html(output, run.report) == f"{output}/report.html"
+    report = from_json(run.report)
+    update_finished(output, report)
+    assert report.outputs.report_html == f"{output}/report.html"
     body = boto3.client("s3").get_object(
         Bucket="fruits-report-html", Key="runs/1/output/report.html"
     )

@@ -10,8 +10,9 @@ import boto3
 import pytest
 
 from fruits_pipeline.chain.weights import WeightsError, load_weights, parse_weights_spec
-from fruits_pipeline.commands.run import write_features_csv
-from fruits_pipeline.results import storage as outputs
+from fruits_pipeline.results import layout, storage
+from fruits_pipeline.results.location import OutputExistsError, OutputLocation
+from fruits_pipeline.results.writer import write_features_csv
 
 
 @pytest.fixture
@@ -33,31 +34,31 @@ def read_object(bucket: str, key: str) -> str:
 
 def test_report_and_exists_and_remove_on_s3(bucket):
     uri = f"s3://{bucket}/runs/1/output"
-    assert not outputs.exists(uri)
-    outputs.OutputLocation.prepare(uri, overwrite=False)  # nothing there yet: fine
-    outputs.write_json(outputs.join(uri, "report.json"), {"k": 12, "label": "Pêche plate"})
-    assert outputs.exists(uri)
-    assert outputs.read_json(outputs.join(uri, "report.json"))["label"] == "Pêche plate"
+    assert not storage.exists(uri)
+    OutputLocation.prepare(uri, overwrite=False)  # nothing there yet: fine
+    storage.write_json(storage.join(uri, "report.json"), {"k": 12, "label": "Pêche plate"})
+    assert storage.exists(uri)
+    assert storage.read_json(storage.join(uri, "report.json"))["label"] == "Pêche plate"
     assert '"k": 12' in read_object(bucket, "runs/1/output/report.json")
-    with pytest.raises(outputs.OutputExistsError, match="--overwrite"):
-        outputs.OutputLocation.prepare(uri, overwrite=False)
-    location = outputs.OutputLocation.prepare(uri + "/", overwrite=True)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        OutputLocation.prepare(uri, overwrite=False)
+    location = OutputLocation.prepare(uri + "/", overwrite=True)
     assert location.in_place and location.final == uri
     location.begin()  # removes the previous run
-    assert not outputs.exists(uri)
+    assert not storage.exists(uri)
 
 
 def test_a_kept_previous_run_on_s3_loses_its_finished_markers_first(bucket):
     """An incremental run keeps the previous run's tables (it reads them), but the prefix
     must stop looking finished before anything is rewritten."""
     uri = f"s3://{bucket}/runs/2/output"
-    for name in (outputs.REPORT_NAME, outputs.SUCCESS_NAME, "features/part-0.parquet"):
-        outputs.write_text(outputs.join(uri, name), "from the previous run")
-    location = outputs.OutputLocation.prepare(uri, overwrite=True)
+    for name in (layout.REPORT_JSON, layout.SUCCESS, "features/part-0.parquet"):
+        storage.write_text(storage.join(uri, name), "from the previous run")
+    location = OutputLocation.prepare(uri, overwrite=True)
     location.begin(keep_previous=True)
-    assert not outputs.exists(outputs.join(uri, outputs.REPORT_NAME))
-    assert not outputs.exists(outputs.join(uri, outputs.SUCCESS_NAME))
-    assert outputs.exists(outputs.join(uri, "features/part-0.parquet"))
+    assert not storage.exists(storage.join(uri, layout.REPORT_JSON))
+    assert not storage.exists(storage.join(uri, layout.SUCCESS))
+    assert storage.exists(storage.join(uri, "features/part-0.parquet"))
 
 
 @pytest.mark.spark

@@ -13,9 +13,10 @@ from image_files import jpeg_bytes, noise_image
 from results_run import PER_SPLIT, small_run
 from shared_data import SHARED_FRUITS
 
+from fruits_pipeline.chain.transform import WeightsMismatchError, check_same_weights
 from fruits_pipeline.chain.weights import WeightsSpec, load_weights
 from fruits_pipeline.cli import main
-from fruits_pipeline.commands.transform import WeightsMismatchError, check_same_weights
+from fruits_pipeline.results.report import from_json
 from fruits_pipeline.sample_images import FRUIT_CLASSES, draw_fruit
 
 
@@ -143,10 +144,10 @@ def test_a_weights_mismatch_is_a_clear_error(capsys, tmp_path, run):
 def test_the_same_network_in_another_file_format_is_accepted(run, weights_files):
     keras3 = load_weights(WeightsSpec("file", location=str(weights_files["keras3"])))
     assert keras3.file_sha256 != run.report["weights"]["file_sha256"]
-    check_same_weights(run.report, keras3)  # same arrays: no error
+    check_same_weights(from_json(run.report), keras3)  # same arrays: no error
     other = dict(run.report, weights=dict(run.report["weights"], arrays_sha256="0" * 64))
     with pytest.raises(WeightsMismatchError, match="weights mismatch"):
-        check_same_weights(other, keras3)
+        check_same_weights(from_json(other), keras3)
 
 
 @pytest.mark.parametrize(

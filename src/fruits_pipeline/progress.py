@@ -1,4 +1,5 @@
-"""Progress you can see in a log file: Spark's task counts, logged every few seconds.
+"""Progress you can see in a log file: each stage's start and seconds, and Spark's task
+counts every few seconds.
 
 Spark's console progress bar needs a terminal; in a log file (an EMR step's stderr) it is a
 wall of carriage returns.  ``log_progress`` logs one line per interval instead.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
@@ -50,3 +52,26 @@ def log_progress(spark, name: str, every_seconds: float = 30.0):
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+class StageClock:
+    """Seconds spent per named stage, in the order the stages ran; each stage logs a line
+    when it starts and when it ends."""
+
+    def __init__(self, before: dict[str, float] | None = None) -> None:
+        #: stages timed before this clock existed (Spark's start, a model loaded early)
+        self.seconds: dict[str, float] = dict(before or {})
+
+    @contextmanager
+    def stage(self, name: str):
+        log.info("stage %s: started", name)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 3)
+            log.info("stage %s: %.1f s", name, self.seconds[name])
+
+    def total(self) -> dict[str, float]:
+        """Return the seconds per stage with their ``total``."""
+        return {**self.seconds, "total": round(sum(self.seconds.values()), 3)}

@@ -1,19 +1,20 @@
-"""The SparkSession the job runs in, locally or under spark-submit on a cluster."""
+"""The SparkSession the job runs in, locally or under spark-submit on a cluster, and the
+versions it runs on."""
 
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
-#: OpenBLAS' thread count.  Spark ML calls the native BLAS from every task at once (PCA's
-#: projection is one ``dgemv`` per row), and a multithreaded OpenBLAS then spins threads
-#: against the tasks' own: writing the projected features of 8,240 images took 7.5-8 s
-#: with OpenBLAS' default threads against 2.9 s with one, on 2 cores, and the whole job 74-82 s
-#: against 67-69 s.  Spark's own guide advises one thread per task for the same reason.
+#: OpenBLAS' thread count, set to one per task.  Spark ML calls the native BLAS from every
+#: task at once (PCA's projection is one ``dgemv`` per row), and a multithreaded OpenBLAS
+#: then spins its threads against the tasks' own; Spark's own guide advises one thread per
+#: task for the same reason (docs/performance.md has the measurements).
 BLAS_THREADS_ENV = "OPENBLAS_NUM_THREADS"
 
 #: Settings every run needs, whatever the master.
@@ -34,8 +35,7 @@ LOCAL_CONF = {
     "spark.driver.memory": "2g",
     "spark.sql.shuffle.partitions": "8",
     # A short local run spends much of its JVM time compiling: the C1 compiler alone and
-    # the parallel collector gave the extract stage 14.2-14.5 s against 15.0-15.7 s and the
-    # PCA 5.4-5.6 s against 6.0-6.2 s on 2,060 images, 2 cores (3 alternated runs each).
+    # the parallel collector make it faster (docs/performance.md).
     "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC",
 }
 
@@ -93,3 +93,27 @@ def session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, value)
+
+
+def versions(spark: SparkSession) -> dict[str, str]:
+    """Return the versions that decide a run's features, but the engine's own: the package,
+    Python, Spark, and the libraries that read, decode and load (Keras loads the weights on
+    the driver whatever the engine)."""
+    import keras
+    import numpy
+    import PIL
+    import pyarrow
+    import tensorflow
+
+    from fruits_pipeline import __version__
+
+    return {
+        "fruits_pipeline": __version__,
+        "python": platform.python_version(),
+        "spark": spark.version,
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "pyarrow": pyarrow.__version__,
+    }

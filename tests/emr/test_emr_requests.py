@@ -119,14 +119,19 @@ def test_spark_settings_suit_the_job():
     assert int(defaults["spark.executor.cores"]) % int(defaults["spark.task.cpus"]) == 0
 
     # YARN on m5.xlarge offers about 12 GiB a node: the driver and one executor must fit
-    # on one node, with TensorFlow's memory (outside the JVM) in the overheads.
+    # on one node, with the Python workers' memory (outside the JVM) in the overheads: each
+    # of an executor's concurrent tasks has a Python worker, sized for the hungriest engine.
     def mib(name: str) -> int:
         value = defaults[name]
         return int(value[:-1]) * {"m": 1, "g": 1024}[value[-1]]
 
+    from fruits_pipeline import engines
+
+    workers = int(defaults["spark.executor.cores"]) // int(defaults["spark.task.cpus"])
+    hungriest = max(engine.worker_memory_mb for engine in engines.ENGINES.values())
+    assert mib("spark.executor.memoryOverhead") >= workers * hungriest
     executor = mib("spark.executor.memory") + mib("spark.executor.memoryOverhead")
     driver = mib("spark.driver.memory") + mib("spark.driver.memoryOverhead")
-    assert mib("spark.executor.memoryOverhead") >= 2 * mib("spark.executor.memory")
     assert driver + executor <= 12 * 1024
     assert defaults["spark.pyspark.python"] == "/usr/bin/python3.11"
     assert all(isinstance(v, str) for v in defaults.values())  # EMR wants strings

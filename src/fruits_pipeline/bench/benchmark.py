@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fruits_pipeline import engines
 from fruits_pipeline.chain.images import MODEL_INPUT_SIZE, decode_image, is_image_path, preprocess
-from fruits_pipeline.defaults import DEFAULT_ENGINE, ENGINES
+from fruits_pipeline.results.report import RunReport
 from fruits_pipeline.session import BLAS_THREADS_ENV
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def image_files(root: Path, limit: int | None) -> list[Path]:
 
 
 def measure_ceiling(
-    files: list[Path], payload, key: str, batch_size: int, threads: int, engine: str
+    files: list[Path], weights, batch_size: int, threads: int, engine_name: str
 ) -> dict:
     """Run decode + preprocess + the engine's inference in this process, no Spark.
 
@@ -61,9 +62,8 @@ def measure_ceiling(
     images/s of each and overall.  The first batch warms the extractor up and is
     not counted.
     """
-    from fruits_pipeline.chain.weights import cached_extractor
-
-    extract, _ = cached_extractor(key, lambda: payload, threads, engine)
+    engine = engines.get(engine_name)
+    extract = engine.extractor(engine.prepare(weights).payload, threads)
     warm = np.zeros((batch_size, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3), dtype=np.float32)
     extract(warm)
     read_s = decode_s = infer_s = 0.0
@@ -83,7 +83,7 @@ def measure_ceiling(
     count = len(files)
     return {
         "images": count,
-        "engine": engine,
+        "engine": engine_name,
         "threads": threads,
         "batch_size": batch_size,
         "seconds": {
@@ -101,11 +101,11 @@ def measure_ceiling(
 
 def run_job_once(
     input_dir: Path, limit: int | None, weights_text: str, engine: str, workdir: Path
-) -> dict:
+) -> RunReport:
     """Run the whole job in local mode with its defaults; stop its SparkSession and return
     its report."""
+    from fruits_pipeline.chain.job import JobConfig, run_job
     from fruits_pipeline.chain.weights import parse_weights_spec
-    from fruits_pipeline.commands.run import JobConfig, run_job
     from fruits_pipeline.session import build_spark
 
     started = time.perf_counter()
@@ -237,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="ceiling batch size (64)")
     parser.add_argument(
         "--engine",
-        choices=ENGINES,
-        default=DEFAULT_ENGINE,
-        help=f"inference engine of the ceiling and the job (default {DEFAULT_ENGINE})",
+        choices=sorted(engines.ENGINES),
+        default=engines.DEFAULT_ENGINE,
+        help=f"inference engine of the ceiling and the job (default {engines.DEFAULT_ENGINE})",
     )
     parser.add_argument(
         "--no-notebook",
@@ -266,15 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: no folder {args.input}", file=sys.stderr)
         return 2
 
-    from fruits_pipeline.chain.weights import load_weights, network_payload, parse_weights_spec
+    from fruits_pipeline.chain.weights import load_weights, parse_weights_spec
 
     files = image_files(args.input, args.limit)
     weights = load_weights(parse_weights_spec(args.weights))
     log.info("ceiling: %d images, one process, %d threads", len(files), os.cpu_count())
     ceiling = measure_ceiling(
         files,
-        network_payload(weights, args.engine),
-        weights.arrays_sha256,
+        weights,
         args.batch_size,
         os.cpu_count() or 1,
         args.engine,
@@ -287,25 +286,29 @@ def main(argv: list[str] | None = None) -> int:
             notebook = run_notebook_once(
                 args.input, args.limit, args.weights, args.notebook_lapack, Path(workdir)
             )
-    extract_rate = round(report["counts"]["featurized"] / report["seconds"]["extract"], 1)
+    extract_rate = round(report.counts.featurized / report.seconds["extract"], 1)
     result = {
         "input": str(args.input),
         "cores": os.cpu_count(),
         "ceiling": ceiling,
         "job": {
             "extract_images_per_s": extract_rate,
-            "seconds": report["seconds"],
-            "model_builds": report["model_builds"],
-            "cnn": report["cnn"],
-            "memory_peak_mb": report["memory_peak_mb"],
-            "linear_algebra": report["pca"]["linear_algebra"],
-            "counts": {k: report["counts"][k] for k in ("files_seen", "featurized", "rejected")},
+            "seconds": report.seconds,
+            "model_builds": vars(report.model_builds),
+            "cnn": vars(report.cnn),
+            "memory_peak_mb": vars(report.memory_peak_mb),
+            "linear_algebra": vars(report.pca.linear_algebra),
+            "counts": {
+                "files_seen": report.counts.files_seen,
+                "featurized": report.counts.featurized,
+                "rejected": report.counts.rejected,
+            },
         },
         "ratio": extract_rate / ceiling["images_per_s"]["overall"],
     }
     if notebook:
         result["notebook"] = notebook
-        result["versus_notebook"] = compare_with_notebook(report["seconds"], notebook["seconds"])
+        result["versus_notebook"] = compare_with_notebook(report.seconds, notebook["seconds"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))

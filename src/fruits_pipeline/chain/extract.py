@@ -1,19 +1,21 @@
-"""Reading images with Spark and turning them into MobileNetV2 features.
+"""Step 3 of the job: images to features, in the workers, once per image.
 
-``read_images`` lists the images with the ``binaryFile`` source; ``extract_features`` runs
-an iterator pandas UDF that decodes, resizes and preprocesses each image and runs the
-broadcast network in batches.  An image that cannot be decoded becomes a row with an
-``error`` and no features: it never fails the job.
+``extract_features`` is an iterator pandas UDF: it decodes, resizes and preprocesses a batch
+of images and runs the engine's extractor on the decodable ones.  An image that cannot be
+decoded becomes a row with an ``error`` and no features: it never fails the job.
+
+``extract`` runs it over a listing and stores one row per listed image as parquet (features,
+or the error; the files Spark's scan skips included), so that the later steps read the CNN's
+output instead of recomputing it.  ``count_rows`` counts what was stored.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -24,12 +26,29 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 
 from fruits_pipeline import __version__
 from fruits_pipeline.chain.images import (
-    IMAGE_GLOB,
     MODEL_INPUT_SIZE,
+    REJECT_REASONS,
     ImageDecodeError,
     decode_image,
+    label_from_path,
+    preprocess,
+    reject_reason,
 )
-from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_ENGINE
+from fruits_pipeline.chain.listing import Listing, partition_conf
+from fruits_pipeline.chain.weights import LoadedWeights
+from fruits_pipeline.engines import Engine
+from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak_rss_mb
+from fruits_pipeline.progress import log_progress
+from fruits_pipeline.results import storage
+from fruits_pipeline.results.report import (
+    CnnFacts,
+    Counts,
+    LabelCount,
+    MemoryFacts,
+    ModelBuilds,
+    Settings,
+)
+from fruits_pipeline.session import session_conf, versions
 
 log = logging.getLogger(__name__)
 
@@ -41,60 +60,18 @@ EXTRACTION_TYPE = StructType(
     ]
 )
 
+#: The columns that identify one version of an image file.
+IDENTITY = ["path", "length", "modificationTime"]
 
-def read_images(spark: SparkSession, uri: str, files: list[str] | None = None) -> DataFrame:
-    """Return ``path``, ``label``, ``content`` (bytes), ``length`` (bytes) and
-    ``modificationTime`` for every image under ``uri`` (a Spark URI), searched recursively,
-    or for only ``files`` (paths as the ``path`` column writes them) when given.
+#: One stored row per listed image: its identity and label, then features or the error.
+STORED_COLUMNS = ["path", "label", "length", "modificationTime", "features", "error"]
+STORED_SCHEMA = (
+    "path string, label string, length long, modificationTime timestamp, "
+    "features array<float>, error string"
+)
 
-    Only ``.jpg``, ``.jpeg`` and ``.png`` files in any letter case are kept; hidden files
-    and folders (``.name``, ``_name``) are skipped by Spark's listing.  The label is the
-    image's parent folder name, ``""`` for files directly in ``uri``.  A file that vanishes
-    or cannot be read after listing is skipped by the scan instead of failing the job; the
-    job reports it as ``unreadable``.
-    """
-    frame = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", IMAGE_GLOB)
-        .option("ignoreMissingFiles", "true")
-        .option("ignoreCorruptFiles", "true")
-        .load([escape_glob(name) for name in files] if files is not None else uri)
-    )
-    return frame.select(
-        "path",
-        label_column("path", root=uri).alias("label"),
-        "content",
-        "length",
-        "modificationTime",
-    )
-
-
-def escape_glob(path: str) -> str:
-    """Return ``path`` with Hadoop's glob characters escaped, so that Spark loads exactly
-    that file (``a[1].jpg`` is otherwise a pattern that matches ``a1.jpg``)."""
-    return re.sub(r"([\\*?\[\]{}])", r"\\\1", path)
-
-
-#: Strips ``scheme://authority`` or ``scheme:`` from a URI, keeping the path.
-_URI_PATH = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]*|[A-Za-z][A-Za-z0-9+.-]*:)?(.*)$"
-
-
-def label_column(path_col: str, root: str | None = None):
-    """Spark column computing ``images.label_from_path``: the parent folder's name."""
-    key = F.regexp_extract(F.col(path_col), _URI_PATH, 1)
-    parts = F.split(key, "/")
-    label = F.when(F.size(parts) >= 2, F.element_at(parts, -2)).otherwise(F.lit(""))
-    if root is None:
-        return label
-    parent = F.regexp_extract(F.col(path_col), r"^(.*)/[^/]*$", 1)
-    return F.when(parent == F.lit(root.rstrip("/")), F.lit("")).otherwise(label)
-
-
-#: Test hook: when this variable names a file that does not exist yet, the first Python
-#: worker to finish a batch creates the file and dies with ``os._exit`` (a hard crash, as a
-#: killed executor).  Only tests set it; it fires exactly once per marker file.
-CRASH_ONCE_ENV = "FRUITS_PIPELINE_TEST_CRASH_ONCE"
+EMPTY_ERROR = "empty: the file has 0 bytes"
+UNREADABLE_ERROR = "unreadable: listed, but it vanished or could not be read"
 
 
 @dataclass
@@ -125,21 +102,47 @@ class ExtractionCounters:
         )
 
 
+def featurize_batch(contents: pd.Series, extract) -> pd.DataFrame:
+    """Decode a batch of image bytes and run ``extract`` once on all decodable images.
+
+    Returns a frame with ``features`` (float32 arrays, None on error) and ``error`` (None on
+    success), in the order of ``contents``.
+    """
+    count = len(contents)
+    buffer = np.empty((count, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3), dtype=np.uint8)
+    errors: list[str | None] = [None] * count
+    good: list[int] = []
+    for position, content in enumerate(contents):
+        try:
+            buffer[len(good)] = decode_image(content)
+            good.append(position)
+        except ImageDecodeError as error:
+            errors[position] = str(error)
+        except Exception as error:  # never let one image fail the job
+            errors[position] = f"corrupt: {type(error).__name__}: {error}"
+    features: list[np.ndarray | None] = [None] * count
+    if good:
+        output = extract(preprocess(buffer[: len(good)]))
+        for row, position in enumerate(good):
+            features[position] = output[row]
+    return pd.DataFrame({"features": features, "error": errors})
+
+
 def extract_features(
     images: DataFrame,
-    weights: Broadcast,
-    weights_key: str,
+    network: Broadcast,
+    engine: Engine,
+    key: str,
     counters: ExtractionCounters,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int,
     threads_per_task: int = 1,
-    engine: str = DEFAULT_ENGINE,
 ) -> DataFrame:
     """Return the columns of ``images`` but ``content``, plus ``features``
     (``array<float>`` of 1280, null on error) and ``error`` (null on success).
 
-    ``weights`` is the broadcast ``model.network_payload`` for ``engine``; ``weights_key``
-    names the weights, so that each Python worker builds its extractor once and reuses it.
-    Nothing runs until the result is written or counted.
+    ``network`` is the broadcast payload ``engine`` prepared; ``key`` names that network
+    (its sha256), so that each Python worker builds its extractor once and reuses it for
+    every task.  Nothing runs until the result is written or counted.
     """
     model_builds = counters.model_builds
     images_inferred = counters.images_inferred
@@ -147,12 +150,12 @@ def extract_features(
     worker_peak = counters.worker_peak_rss_mb
     decode_seconds = counters.decode_seconds
     inference_seconds = counters.inference_seconds
-
     driver_version = __version__
 
     def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        # Imported here, on the worker: the cache must be the worker process's own.
         from fruits_pipeline import __version__ as worker_version
-        from fruits_pipeline.chain.weights import cached_extractor
+        from fruits_pipeline.engines.base import EXTRACTORS
         from fruits_pipeline.memory import own_peak_rss_mb, process_name
 
         if worker_version != driver_version:
@@ -172,8 +175,8 @@ def extract_features(
 
         for series in contents:
             if extract is None:
-                extract, built = cached_extractor(
-                    weights_key, lambda: weights.value, threads_per_task, engine
+                extract, built = EXTRACTORS.get(
+                    key, lambda: engine.extractor(network.value, threads_per_task)
                 )
                 if built:
                     model_builds.add(1)
@@ -184,7 +187,6 @@ def extract_features(
                 decode_seconds.add(time.perf_counter() - started - inferring[0])
                 images_inferred.add(int(frame["features"].notna().sum()))
                 batches.add(1)
-                _crash_once_for_tests()
                 yield frame
         worker_peak.add({process_name(): own_peak_rss_mb()})
 
@@ -194,42 +196,188 @@ def extract_features(
     return result.select(*kept, "_x.features", "_x.error")
 
 
-def _crash_once_for_tests() -> None:
-    marker = os.environ.get(CRASH_ONCE_ENV)
-    if not marker:
-        return
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    log.error("test hook %s: this Python worker dies now", CRASH_ONCE_ENV)
-    os._exit(17)
+@dataclass
+class Extraction:
+    """The extraction's result: the stored rows (read back from parquet) and the UDF's
+    counters; ``counts`` counts the rows on first use."""
+
+    stored: DataFrame
+    counters: ExtractionCounters
+
+    @cached_property
+    def counts(self) -> Counts:
+        """What the stored rows say (``files_seen`` is the rows stored, ``csv_rows`` 0)."""
+        return count_rows(self.stored)
+
+    @property
+    def valid(self) -> DataFrame:
+        """The featurized rows, without the ``error`` column."""
+        return self.stored.where(F.col("error").isNull()).drop("error")
+
+    @property
+    def rejected(self) -> DataFrame:
+        """The rejected rows, without the ``features`` column."""
+        return self.stored.where(F.col("error").isNotNull()).drop("features")
+
+    def report_counts(self, files_seen: int, csv_rows: int) -> Counts:
+        """Return the report's counts section: the stored rows' counts, with the files the
+        listing saw and the rows the CSV got."""
+        return replace(self.counts, files_seen=files_seen, csv_rows=csv_rows)
 
 
-def featurize_batch(contents: pd.Series, extract) -> pd.DataFrame:
-    """Decode a batch of image bytes and run ``extract`` once on all decodable images.
+@dataclass(frozen=True)
+class NetworkOnWorkers:
+    """A prepared network as the workers get it: the engine, its broadcast payload, and
+    the key of each worker's cache (the engine and the payload's sha256)."""
 
-    Returns a frame with ``features`` (float32 arrays, None on error) and ``error`` (None on
-    success), in the order of ``contents``.
+    engine: Engine
+    broadcast: Broadcast
+    key: str
+
+    def __enter__(self) -> NetworkOnWorkers:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.broadcast.unpersist()
+
+
+def broadcast_network(
+    spark: SparkSession, engine: Engine, weights: LoadedWeights
+) -> NetworkOnWorkers:
+    """Prepare ``engine``'s network from ``weights`` on the driver and broadcast it."""
+    prepared = engine.prepare(weights)
+    broadcast = spark.sparkContext.broadcast(prepared.payload)
+    return NetworkOnWorkers(engine, broadcast, f"{engine.name}:{prepared.sha256}")
+
+
+def extract(
+    spark: SparkSession,
+    listing: Listing,
+    images: DataFrame,
+    network: NetworkOnWorkers,
+    batch_size: int,
+    threads_per_task: int,
+    uri: str,
+    reused: DataFrame | None = None,
+) -> Extraction:
+    """Run the CNN over ``images`` and store one row per listed image as parquet at ``uri``:
+    features or an error, plus the ``reused`` rows (``STORED_COLUMNS``) and rows for the
+    files the scan skipped (empty, vanished or unreadable).
+
+    Input partitions are sized from the listing.
     """
-    from fruits_pipeline.chain.images import preprocess
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+    counters = ExtractionCounters.create(spark)
+    extracted = extract_features(
+        images,
+        network.broadcast,
+        network.engine,
+        network.key,
+        counters,
+        batch_size=batch_size,
+        threads_per_task=threads_per_task,
+    )
+    if reused is not None:
+        extracted = extracted.unionByName(reused)
+    if listing.empty_paths:
+        extracted = extracted.unionByName(
+            missing_rows(spark, listing, listing.empty_paths, EMPTY_ERROR)
+        )
+    sizing = partition_conf(
+        listing.files_seen, listing.total_bytes, spark.sparkContext.defaultParallelism
+    )
+    with log_progress(spark, "extract"), session_conf(spark, sizing):
+        storage.write_parquet(extracted, uri, mode="overwrite")
+    report_unreadable(spark, listing, uri)
+    return Extraction(spark.read.parquet(uri), counters)
 
-    count = len(contents)
-    buffer = np.empty((count, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3), dtype=np.uint8)
-    errors: list[str | None] = [None] * count
-    good: list[int] = []
-    for position, content in enumerate(contents):
-        try:
-            buffer[len(good)] = decode_image(content)
-            good.append(position)
-        except ImageDecodeError as error:
-            errors[position] = str(error)
-        except Exception as error:  # never let one image fail the job
-            errors[position] = f"corrupt: {type(error).__name__}: {error}"
-    features: list[np.ndarray | None] = [None] * count
-    if good:
-        batch = preprocess(buffer[: len(good)])
-        output = extract(batch)
-        for row, position in enumerate(good):
-            features[position] = output[row]
-    return pd.DataFrame({"features": features, "error": errors})
+
+def missing_rows(spark: SparkSession, listing: Listing, paths: list[str], error: str) -> DataFrame:
+    """Rejected rows (``STORED_SCHEMA``) for files the scan never returned, with ``error``."""
+    size = 0 if error == EMPTY_ERROR else None
+    rows = [(p, label_from_path(p, listing.root), size, None, None, error) for p in paths]
+    return spark.createDataFrame(rows, STORED_SCHEMA)
+
+
+def report_unreadable(spark: SparkSession, listing: Listing, extracted_uri: str) -> None:
+    """Append rejected rows for listed files the scan skipped (vanished or unreadable)."""
+    written = {row["path"] for row in spark.read.parquet(extracted_uri).select("path").collect()}
+    lost = [p for p in listing.paths if p not in written]
+    if lost:
+        log.warning("%d listed files could not be read: %s", len(lost), lost[:5])
+        storage.write_parquet(
+            missing_rows(spark, listing, lost, UNREADABLE_ERROR), extracted_uri, mode="append"
+        )
+
+
+def count_rows(stored: DataFrame) -> Counts:
+    """Count featurized and rejected images, per label and per rejection reason."""
+    ok = F.col("error").isNull()
+    rows = (
+        stored.groupBy("label", F.substring_index("error", ":", 1).alias("reason"))
+        .agg(F.sum(ok.cast("int")).alias("ok"), F.sum((~ok).cast("int")).alias("bad"))
+        .collect()
+    )
+    per_label: dict[str, LabelCount] = {}
+    by_reason = dict.fromkeys(REJECT_REASONS, 0)
+    for row in rows:
+        entry = per_label.setdefault(row["label"], LabelCount())
+        entry.featurized += int(row["ok"] or 0)
+        entry.rejected += int(row["bad"] or 0)
+        if row["bad"]:
+            by_reason[reject_reason(row["reason"])] += int(row["bad"])
+    featurized = sum(entry.featurized for entry in per_label.values())
+    rejected = sum(entry.rejected for entry in per_label.values())
+    return Counts(
+        files_seen=featurized + rejected,
+        featurized=featurized,
+        rejected=rejected,
+        csv_rows=0,
+        rejected_by_reason=by_reason,
+        per_label=dict(sorted(per_label.items())),
+    )
+
+
+def extraction_sections(
+    spark: SparkSession,
+    extraction: Extraction,
+    network: NetworkOnWorkers,
+    batch_size: int,
+    limit: int | None,
+    featurized_now: int,
+    incremental: bool | None = None,
+) -> dict[str, object]:
+    """Return the report sections the extraction decides, by ``RunReport`` field: model
+    builds, the CNN's facts, peak memory (the driver's Python measured now), the settings and
+    the versions.  ``featurized_now`` is how many images this run sent through the CNN
+    successfully (reused rows not counted)."""
+    counters = extraction.counters
+    pid = driver_jvm_pid(spark)
+    workers = counters.worker_peak_rss_mb.value
+    inferred = counters.images_inferred.value
+    return {
+        "model_builds": ModelBuilds(driver=1, workers=counters.model_builds.value),
+        "cnn": CnnFacts(
+            images_inferred=inferred,
+            batches=counters.batches.value,
+            calls_per_image=round(inferred / max(1, featurized_now), 4),
+            # summed over the Python workers: what the extract stage's CPU went to
+            decode_seconds=round(counters.decode_seconds.value, 2),
+            inference_seconds=round(counters.inference_seconds.value, 2),
+        ),
+        "memory_peak_mb": MemoryFacts(
+            python_worker_max=max(workers.values()) if workers else None,
+            python_workers=dict(sorted(workers.items())),
+            driver_jvm=process_peak_rss_mb(pid) if pid else None,
+            driver_python=own_peak_rss_mb(),
+        ),
+        "settings": Settings(
+            batch_size=batch_size,
+            engine=network.engine.name,
+            limit=limit,
+            master=spark.sparkContext.master,
+            default_parallelism=spark.sparkContext.defaultParallelism,
+            incremental=incremental,
+        ),
+        "versions": {**versions(spark), **network.engine.versions()},
+    }

@@ -1,31 +1,28 @@
-"""Step 1 of the job: list the input images and account for every file found.
+"""Step 1 of the job: list the input images with Spark's ``binaryFile`` source, label them,
+and account for every file found.
 
 Spark's binaryFile scan silently skips two kinds of files that a user must hear about:
 zero-byte files, and files that vanish or cannot be read between listing and reading.  The
-listing keeps the full file index so that the job can report both as rejected rows.
+listing keeps the full file index so that the extraction can report both as rejected rows.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from fruits_pipeline.chain.extract import read_images
-from fruits_pipeline.chain.images import label_from_path
-from fruits_pipeline.results import storage as outputs
-
-#: The stored row of an image: what ``extract_features`` writes, plus file identity.
-ROW_SCHEMA = (
-    "path string, label string, length long, modificationTime timestamp, "
-    "features array<float>, error string"
-)
+from fruits_pipeline.chain.images import IMAGE_GLOB
+from fruits_pipeline.errors import BadInput
+from fruits_pipeline.results import storage
 
 
-class InputError(ValueError):
+class InputError(BadInput):
     """The input cannot make a run: missing, empty, no images, too few valid images."""
 
 
@@ -50,13 +47,13 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
     Reads no image bytes (only paths and sizes reach the driver).  Raises InputError when
     ``uri`` does not exist or is not a folder.
     """
-    if not outputs.is_remote(uri):
-        path = outputs.local_path(uri)
+    if not storage.is_remote(uri):
+        path = storage.local_path(uri)
         if not os.path.exists(path):
             raise InputError(f"input {uri!r} does not exist")
         if not os.path.isdir(path):
             raise InputError(f"input {uri!r} is not a folder")
-    root = outputs.spark_uri(uri).rstrip("/")
+    root = storage.spark_uri(uri).rstrip("/")
     try:
         images = read_images(spark, root)
         sizes = {row["path"]: row["length"] for row in images.select("path", "length").collect()}
@@ -113,10 +110,55 @@ def hadoop_path_string(uri: str) -> str:
     return "file:/" + text[len("file:///") :] if text.startswith("file:///") else text
 
 
-def missing_rows(spark: SparkSession, listing: Listing, paths: list[str], error: str) -> DataFrame:
-    """Rejected rows (ROW_SCHEMA) for files the scan never returned, with ``error``."""
-    rows = [
-        (p, label_from_path(p, listing.root), 0 if "0 bytes" in error else None, None, None, error)
-        for p in paths
-    ]
-    return spark.createDataFrame(rows, ROW_SCHEMA)
+def read_images(spark: SparkSession, uri: str, files: list[str] | None = None) -> DataFrame:
+    """Return ``path``, ``label``, ``content`` (bytes), ``length`` (bytes) and
+    ``modificationTime`` for every image under ``uri`` (a Spark URI), searched recursively,
+    or for only ``files`` (paths as the ``path`` column writes them) when given.
+
+    Only ``.jpg``, ``.jpeg`` and ``.png`` files in any letter case are kept; hidden files
+    and folders (``.name``, ``_name``) are skipped by Spark's listing.  The label is the
+    image's parent folder name, ``""`` for files directly in ``uri``.  A file that vanishes
+    or cannot be read after listing is skipped by the scan instead of failing the job; the
+    extraction reports it as ``unreadable``.
+    """
+    frame = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", IMAGE_GLOB)
+        .option("ignoreMissingFiles", "true")
+        .option("ignoreCorruptFiles", "true")
+        .load([escape_glob(name) for name in files] if files is not None else uri)
+    )
+    return frame.select(
+        "path",
+        label_column("path", root=uri).alias("label"),
+        "content",
+        "length",
+        "modificationTime",
+    )
+
+
+def escape_glob(path: str) -> str:
+    """Return ``path`` with Hadoop's glob characters escaped, so that Spark loads exactly
+    that file (``a[1].jpg`` is otherwise a pattern that matches ``a1.jpg``)."""
+    return re.sub(r"([\\*?\[\]{}])", r"\\\1", path)
+
+
+#: Strips ``scheme://authority`` or ``scheme:`` from a URI, keeping the path.
+URI_PATH = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]*|[A-Za-z][A-Za-z0-9+.-]*:)?(.*)$"
+
+
+def path_parts(path_col: str) -> Column:
+    """Spark column: the folders and file name of a path or URI column, as an array
+    (``s3://bucket/a/b.jpg`` -> ``["", "a", "b.jpg"]``; scheme and bucket dropped)."""
+    return F.split(F.regexp_extract(F.col(path_col), URI_PATH, 1), "/")
+
+
+def label_column(path_col: str, root: str | None = None) -> Column:
+    """Spark column computing ``images.label_from_path``: the parent folder's name."""
+    parts = path_parts(path_col)
+    label = F.when(F.size(parts) >= 2, F.element_at(parts, -2)).otherwise(F.lit(""))
+    if root is None:
+        return label
+    parent = F.regexp_extract(F.col(path_col), r"^(.*)/[^/]*$", 1)
+    return F.when(parent == F.lit(root.rstrip("/")), F.lit("")).otherwise(label)

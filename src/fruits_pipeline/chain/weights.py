@@ -1,10 +1,10 @@
-"""MobileNetV2 as a feature extractor: where its weights come from, and how it is rebuilt.
+"""Step 2 of the job: MobileNetV2's weights, loaded once on the driver.
 
-The driver loads the weights once (``load_weights``) and broadcasts what the inference
-engine needs (``network_payload``): for ``onnxruntime`` (the default) the network converted
-to ONNX from those weights, for ``tensorflow`` the weight arrays themselves.  Each Python
-worker builds its extractor from the broadcast once (``cached_extractor``) and reuses it
-for every task and batch it runs.
+Where the weights come from (``imagenet`` through Keras' own download, a weights file local
+or on S3, or seeded ``random`` weights for offline runs) and how they are read: Keras builds
+``MobileNetV2(include_top=True)`` from them, which also checks the architecture.  What the
+workers get is the engine's business (``fruits_pipeline.engines``): it receives the loaded
+weights as arrays, in Keras' order and by layer name.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from fruits_pipeline.chain.images import MODEL_INPUT_SIZE
-from fruits_pipeline.defaults import ENGINES
-from fruits_pipeline.errors import BadInput
+from fruits_pipeline.errors import BadInput, first_line
+from fruits_pipeline.results.report import WeightsFacts
+from fruits_pipeline.results.storage import local_path
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +60,31 @@ class WeightsSpec:
 
 @dataclass
 class LoadedWeights:
-    """Weights prepared on the driver, ready to broadcast."""
+    """Weights loaded on the driver, ready for an engine to prepare what it broadcasts."""
 
     spec: WeightsSpec
+    #: every weight array of the network with its classifier, in Keras' order
     arrays: list[np.ndarray]
+    #: the same arrays by Keras layer name (``Conv1``: [kernel], ``bn_Conv1``: [gamma, …])
+    layers: dict[str, list[np.ndarray]] = field(repr=False)
     file_sha256: str | None
     arrays_sha256: str
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    #: The Keras feature model the arrays came from (driver only, never broadcast).
-    features_model: object = field(default=None, repr=False, compare=False)
 
     @property
     def meaningful(self) -> bool:
         """False for seeded random weights, whose features carry no meaning."""
         return self.spec.kind != "random"
+
+    def facts(self) -> WeightsFacts:
+        """Return the report's weights section: the source and its fingerprints."""
+        return WeightsFacts(
+            source=self.spec.describe(),
+            kind=self.spec.kind,
+            meaningful=self.meaningful,
+            file_sha256=self.file_sha256,
+            arrays_sha256=self.arrays_sha256,
+        )
 
 
 def parse_weights_spec(text: str) -> WeightsSpec:
@@ -114,7 +125,7 @@ def check_weights_spec(spec: WeightsSpec) -> None:
         )
     if location.startswith("s3://"):
         return
-    path = _local_path(location)
+    path = local_path(location)
     if not os.path.exists(path):
         raise WeightsError(f"weights file {location!r} does not exist")
     if not os.path.isfile(path):
@@ -182,7 +193,7 @@ def random_network(seed: int):
 
 
 def load_weights(spec: WeightsSpec) -> LoadedWeights:
-    """Load the weights on the driver and return their arrays, ready to broadcast.
+    """Load the weights on the driver and return their arrays.
 
     ``imagenet`` uses Keras' own download (cached under ``$KERAS_HOME/models``); a file spec
     reads a local file or downloads an ``s3://`` object to a temporary file first; ``random``
@@ -204,15 +215,15 @@ def load_weights(spec: WeightsSpec) -> LoadedWeights:
         with _local_copy(spec.location or "") as path:
             file_sha256 = sha256_file(path)
             network = _load_network_from_file(path, spec.location)
-    features = feature_model(network)  # checks the architecture once more
+    feature_model(network)  # checks the architecture once more
     arrays = network.get_weights()
     loaded = LoadedWeights(
         spec=spec,
         arrays=arrays,
+        layers={layer.name: layer.get_weights() for layer in network.layers},
         file_sha256=file_sha256,
         arrays_sha256=sha256_arrays(arrays),
         seconds=time.perf_counter() - started,
-        features_model=features,
     )
     log.info(
         "weights %s loaded in %.1f s (%d arrays, %.1f MB)",
@@ -222,20 +233,6 @@ def load_weights(spec: WeightsSpec) -> LoadedWeights:
         sum(a.nbytes for a in arrays) / 1e6,
     )
     return loaded
-
-
-def network_payload(weights: LoadedWeights, engine: str) -> bytes | list[np.ndarray]:
-    """Return what the driver broadcasts for ``engine``: the serialized ONNX model of the
-    feature network built from ``weights`` (``onnxruntime``, about 9 MB) or the weight
-    arrays (``tensorflow``, 14 MB).  Raises ValueError for another engine name."""
-    if engine == "tensorflow":
-        return weights.arrays
-    if engine != "onnxruntime":
-        raise ValueError(f"unknown inference engine {engine!r}: use one of {ENGINES}")
-    from fruits_pipeline.engines.mobilenet_onnx import to_onnx
-
-    layers = {layer.name: layer.get_weights() for layer in weights.features_model.layers}
-    return to_onnx(layers).SerializeToString()
 
 
 def sha256_file(path: str) -> str:
@@ -256,104 +253,6 @@ def sha256_arrays(arrays: list[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-# --- worker side -----------------------------------------------------------------------
-
-#: One extractor per (engine, weights fingerprint), per Python worker process.
-_EXTRACTORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-
-
-def cached_extractor(
-    key: str,
-    payload_source: Callable[[], bytes | list[np.ndarray]],
-    threads: int,
-    engine: str,
-) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
-    """Return ``(extract, built)``: this process's extractor for the weights named ``key``.
-
-    ``extract`` maps a preprocessed float32 ``(n, 224, 224, 3)`` batch to float32
-    ``(n, 1280)`` features.  The first time a process sees ``(engine, key)`` it builds the
-    extractor from ``payload_source()`` (see ``network_payload``): an ONNX Runtime session
-    on the ONNX model, or MobileNetV2 rebuilt with ``set_weights`` and compiled as a
-    ``tf.function``; ``built`` says whether this call built it.  ``threads`` caps the
-    engine's thread pool (for TensorFlow, once per process, before its first operation).
-    """
-    cache_key = f"{engine}:{key}"
-    extract = _EXTRACTORS.get(cache_key)
-    if extract is not None:
-        return extract, False
-    payload = payload_source()
-    if engine == "onnxruntime" and isinstance(payload, bytes):
-        extract = _onnxruntime_extractor(payload, threads)
-    elif engine == "tensorflow" and isinstance(payload, list):
-        extract = _tensorflow_extractor(payload, threads)
-    else:
-        raise ValueError(f"engine {engine!r} needs network_payload(weights, {engine!r})")
-    _EXTRACTORS.clear()  # a worker keeps one network: a new run's weights replace the old
-    _EXTRACTORS[cache_key] = extract
-    return extract, True
-
-
-def _onnxruntime_extractor(model: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime
-
-    from fruits_pipeline.engines.mobilenet_onnx import INPUT_NAME, OUTPUT_NAME
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle threads sleep instead of spinning: Spark's other work shares these cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-    def extract(batch: np.ndarray) -> np.ndarray:
-        feed = {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
-        return session.run([OUTPUT_NAME], feed)[0]
-
-    return extract
-
-
-def _tensorflow_extractor(
-    arrays: list[np.ndarray], threads: int
-) -> Callable[[np.ndarray], np.ndarray]:
-    _configure_threads(threads)
-    import tensorflow as tf
-
-    network = build_mobilenet(weights=None)
-    network.set_weights(arrays)
-    features = feature_model(network)
-    signature = tf.TensorSpec([None, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3], tf.float32)
-    compiled = tf.function(
-        lambda batch: features(batch, training=False), input_signature=[signature]
-    )
-
-    def extract(batch: np.ndarray) -> np.ndarray:
-        return compiled(tf.convert_to_tensor(batch)).numpy()
-
-    return extract
-
-
-_THREADS_SET = False
-
-
-def _configure_threads(threads: int) -> None:
-    """Cap TensorFlow's intra- and inter-op pools once per process (ignored once TF ran)."""
-    global _THREADS_SET
-    if _THREADS_SET:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    except RuntimeError:  # TensorFlow already initialised in this process
-        log.debug("TensorFlow threads already fixed in this process")
-    _THREADS_SET = True
-
-
-# --- driver-side helpers ----------------------------------------------------------------
-
-
 def _download_imagenet() -> str:
     """Return the local path of the ImageNet weights file, downloading it with Keras."""
     import keras
@@ -368,7 +267,7 @@ def _download_imagenet() -> str:
         )
     except Exception as error:  # network errors come in many types
         raise WeightsError(
-            f"cannot download the ImageNet weights ({IMAGENET_ORIGIN}): {_first_line(error)}. "
+            f"cannot download the ImageNet weights ({IMAGENET_ORIGIN}): {first_line(error)}. "
             "Without internet, pass --weights PATH to a local copy, or random:SEED"
         ) from None
 
@@ -379,7 +278,7 @@ def _load_network_from_file(path: str, shown_as: str | None):
     except Exception as error:
         raise WeightsError(
             f"weights {shown_as!r} do not fit MobileNetV2 (include_top=True, 224x224x3): "
-            f"{_first_line(error)}"
+            f"{first_line(error)}"
         ) from None
 
 
@@ -388,7 +287,7 @@ def _local_copy(location: str) -> Iterator[str]:
     """Yield a local path for a weights location, downloading ``s3://`` URIs to a temporary
     folder (removed afterwards).  Raises WeightsError when the file is not there."""
     if not location.startswith("s3://"):
-        path = _local_path(location)
+        path = local_path(location)
         if not os.path.isfile(path):
             raise WeightsError(f"weights file {location!r} does not exist")
         yield path
@@ -404,19 +303,6 @@ def _local_copy(location: str) -> Iterator[str]:
             raise WeightsError(f"weights file {location!r} does not exist") from None
         except Exception as error:
             raise WeightsError(
-                f"cannot download weights {location!r}: {_first_line(error)}"
+                f"cannot download weights {location!r}: {first_line(error)}"
             ) from None
         yield local
-
-
-def _local_path(location: str) -> str:
-    if location.startswith("file://"):
-        return location[len("file://") :]
-    if location.startswith("file:"):
-        return location[len("file:") :]
-    return location
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

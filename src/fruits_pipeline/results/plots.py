@@ -25,12 +25,6 @@ from matplotlib.ticker import MaxNLocator
 
 log = logging.getLogger(__name__)
 
-#: Names of the PNG files under ``OUTPUT/plots/``.
-EXPLAINED_VARIANCE = "explained_variance.png"
-PCA_SCATTER = "pca_scatter.png"
-LABELS = "labels.png"
-CONFUSION_MATRIX = "confusion_matrix.png"
-
 #: Dots per inch of every PNG.
 DPI = 100
 

@@ -1,13 +1,9 @@
-"""Where a run writes: the output location, and the files written outside Spark.
+"""Files, local or on S3: paths and URIs in the forms Spark and fsspec read, and the files a
+run writes outside Spark (JSON, CSV, bytes).
 
-Parquet and the PCA model go through Spark's own writers.  The CSV and the JSON report go
-through fsspec, so ``s3://`` (s3fs, honouring ``AWS_ENDPOINT_URL``) and local paths work the
-same way.
-
-A local output is built in a hidden sibling folder and renamed into place at the end, so a
-failed or killed run never leaves a half-written OUTPUT.  On S3, where there is no rename,
-the run first removes the old ``_SUCCESS`` and ``report.json``, writes in place, and writes
-``report.json`` then ``_SUCCESS`` last: a prefix without ``_SUCCESS`` is not a finished run.
+Parquet and the PCA model go through Spark's own writers (``write_parquet`` sets the job's
+options).  Everything else goes through fsspec, so that ``s3://`` (s3fs, honouring
+``AWS_ENDPOINT_URL``) and local paths work the same way.
 """
 
 from __future__ import annotations
@@ -17,24 +13,15 @@ import io
 import json
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import fsspec
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = "report.json"
-SUCCESS_NAME = "_SUCCESS"
-
-
 #: Parquet writer options for the job's tables.  Dictionary encoding is off: the 1280
 #: features of a row are nearly all distinct floats, so parquet-mr built a dictionary for
-#: them only to fall back to plain encoding.  Without it the driver JVM spends 4.8 instead of
-#: 8.7-9.0 CPU seconds writing the features of 8,240 images (same file size), and the extract
-#: stage takes 42.9-43.8 s instead of 44.6-46.3 s on 2 cores.
+#: them only to fall back to plain encoding, at a CPU cost measured in docs/performance.md.
 PARQUET_OPTIONS = {"parquet.enable.dictionary": "false"}
 
 
@@ -42,10 +29,6 @@ def write_parquet(frame, uri: str, mode: str = "errorifexists") -> None:
     """Write the Spark DataFrame ``frame`` as parquet at the Spark URI ``uri`` with
     ``PARQUET_OPTIONS``; ``mode`` is Spark's save mode."""
     frame.write.mode(mode).options(**PARQUET_OPTIONS).parquet(uri)
-
-
-class OutputExistsError(ValueError):
-    """OUTPUT already exists and ``--overwrite`` was not given."""
 
 
 def is_remote(uri: str) -> bool:
@@ -85,89 +68,6 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-@dataclass
-class OutputLocation:
-    """A run's output: ``final`` is what the user asked for, ``staging`` where Spark writes."""
-
-    final: str
-    staging: str
-    overwrite: bool
-
-    @classmethod
-    def prepare(cls, uri: str, overwrite: bool) -> OutputLocation:
-        """Check OUTPUT and choose the staging place; writes nothing.
-
-        Raises OutputExistsError when OUTPUT exists and ``overwrite`` is False.
-        """
-        if exists(uri) and not overwrite:
-            raise OutputExistsError(
-                f"output {uri!r} already exists: pass --overwrite to replace it"
-            )
-        if is_remote(uri):
-            return cls(final=uri.rstrip("/"), staging=uri.rstrip("/"), overwrite=overwrite)
-        final = local_path(uri)
-        parent, name = os.path.split(final)
-        staging = os.path.join(parent, f".{name}.incomplete-{uuid.uuid4().hex[:8]}")
-        return cls(final=final, staging=staging, overwrite=overwrite)
-
-    @property
-    def in_place(self) -> bool:
-        return self.final == self.staging
-
-    def begin(self, keep_previous: bool = False) -> None:
-        """Make room for the run.
-
-        On S3 the finished-run markers go first, so that a run that dies midway never looks
-        complete; with ``overwrite`` the old output goes too, unless ``keep_previous`` (an
-        incremental run reads it and overwrites it part by part).
-        """
-        if self.in_place:
-            remove(join(self.final, SUCCESS_NAME))
-            remove(join(self.final, REPORT_NAME))
-            if self.overwrite and not keep_previous and exists(self.final):
-                log.info("removing the previous output at %s", self.final)
-                remove(self.final)
-        else:
-            os.makedirs(os.path.dirname(self.staging), exist_ok=True)
-
-    def path(self, *names: str) -> str:
-        """Return where ``names`` is written during the run (under staging)."""
-        return join(self.staging, *names)
-
-    def spark_path(self, *names: str) -> str:
-        """Return ``path(*names)`` as a URI for Spark's writers."""
-        return spark_uri(self.path(*names))
-
-    def final_path(self, *names: str) -> str:
-        """Return where ``names`` will be once the run is published."""
-        return join(self.final, *names)
-
-    def publish(self) -> None:
-        """Move a local staging folder into place, replacing an old output, and remove the
-        staging folders that killed runs left beside it."""
-        if self.in_place:
-            return
-        if os.path.exists(self.final):
-            old = self.staging + ".old"
-            os.rename(self.final, old)
-            os.rename(self.staging, self.final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(self.staging, self.final)
-        parent, name = os.path.split(self.final)
-        for entry in os.listdir(parent):
-            if entry.startswith(f".{name}.incomplete-"):
-                log.info("removing %s, left by an interrupted run", entry)
-                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-    def discard(self) -> None:
-        """Remove whatever a failed run wrote."""
-        try:
-            remove(self.staging)
-        except Exception as error:  # cleanup must not hide the original failure
-            log.warning("could not remove %s: %s", self.staging, error)
-
-
 def remove(uri: str) -> None:
     """Remove a file or a whole folder/prefix at ``uri``; nothing happens when it is absent."""
     fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
@@ -192,6 +92,20 @@ def read_json(uri: str) -> dict:
     """Read a JSON document from ``uri`` (local or ``s3://``)."""
     with fsspec.open(fsspec_uri(uri), "r", encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` (local path or ``s3://``), creating local folders."""
+    fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
+    if not is_remote(uri):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    fs.pipe_file(path, data)
+
+
+def read_bytes(uri: str) -> bytes | None:
+    """Return the bytes at ``uri`` (local path or ``s3://``), or None when it is absent."""
+    fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
+    return fs.cat_file(path) if fs.exists(path) else None
 
 
 def write_csv(uri: str, header: list[str], rows: Iterable[Iterable[object]]) -> int:

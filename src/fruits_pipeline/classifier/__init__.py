@@ -1,0 +1,1 @@
+"""Classifying fruit from a run's features: the linear probe ``evaluate`` trains and scores."""

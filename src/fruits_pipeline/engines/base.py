@@ -1,0 +1,95 @@
+"""The seam between the job and an inference engine, in the spirit of Spark's
+``predict_batch_udf``: the driver prepares what is broadcast, and each Python worker builds,
+once, a function from a batch of preprocessed images to their features.
+
+The job never names a framework: it asks an ``Engine`` for the broadcast payload on the
+driver (``prepare``) and for the extractor on a worker (``extractor``), through one
+``WorkerCache`` per Python worker process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from fruits_pipeline.chain.weights import LoadedWeights
+
+#: A preprocessed float32 ``(n, 224, 224, 3)`` batch -> float32 ``(n, 1280)`` features.
+Extractor = Callable[["np.ndarray"], "np.ndarray"]
+
+
+@dataclass(frozen=True)
+class PreparedNetwork:
+    """What the driver broadcasts for one engine: the payload, and its fingerprint."""
+
+    engine: str
+    payload: Any
+    #: sha256 of the payload: it names the exact network the workers run
+    sha256: str
+    #: the arithmetic the network runs in (``float32``)
+    precision: str = "float32"
+
+
+class Engine(ABC):
+    """An inference engine.  Subclasses set the class attributes and the two methods."""
+
+    #: the ``--engine`` value
+    name: str
+    #: one line for ``--help``
+    summary: str
+    #: a Python worker's peak memory in MB at the default batch size, measured (the cluster
+    #: configuration's executor overhead must hold two of them: tests/emr checks it)
+    worker_memory_mb: int
+
+    @abstractmethod
+    def prepare(self, weights: LoadedWeights) -> PreparedNetwork:
+        """Driver side: return what is broadcast to the workers for ``weights``."""
+
+    @abstractmethod
+    def extractor(self, payload: Any, threads: int) -> Extractor:
+        """Worker side: build the extractor from the broadcast ``payload``, with at most
+        ``threads`` threads for the engine's own pool."""
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Return the versions of the libraries this engine runs on, for the report."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Return the hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class WorkerCache:
+    """One extractor per Python worker process, rebuilt only when the network changes.
+
+    Spark reuses a Python worker for many tasks (``spark.python.worker.reuse``), so the
+    first task builds the extractor and the others find it here.  A worker keeps one
+    network: a later run's key replaces the old one, and its memory.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: str | None = None
+        self._value: Extractor | None = None
+
+    def get(self, key: str, build: Callable[[], Extractor]) -> tuple[Extractor, bool]:
+        """Return ``(extractor, built)``: the cached one for ``key``, or ``build()``'s."""
+        with self._lock:
+            if self._key == key and self._value is not None:
+                return self._value, False
+            self._key, self._value = None, None
+            self._value = build()
+            self._key = key
+            return self._value, True
+
+
+#: This Python worker process's extractor (one per process: each worker imports this module).
+EXTRACTORS = WorkerCache()

@@ -1,0 +1,175 @@
+"""The results writer: everything a run or a transform leaves under OUTPUT, in one place.
+
+``run`` and ``transform`` compute different things (a fitted PCA, or a saved one applied)
+and hand the same kinds of results to a ``ResultsWriter``: the feature and rejection
+tables, the PCA model (a run only), the CSV, then the report, which ``publish`` completes
+with the plots and the page, writes last with ``_SUCCESS``, and publishes.  Output names
+come from ``layout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+
+from fruits_pipeline.results import layout, plots, storage
+from fruits_pipeline.results.location import OutputLocation
+from fruits_pipeline.results.page import FIGURES, render_html
+from fruits_pipeline.results.report import Outputs, RunReport, VisualsFacts, write_report
+
+log = logging.getLogger(__name__)
+
+
+class ResultsWriter:
+    """Writes one run's outputs under its staging location, then publishes them whole."""
+
+    def __init__(self, spark: SparkSession, location: OutputLocation) -> None:
+        self.spark = spark
+        self.location = location
+        self.started_at = datetime.now(UTC)
+
+    @property
+    def extracted_uri(self) -> str:
+        """Where the extraction stores its rows while the run is in progress."""
+        return self.location.spark_path(layout.EXTRACTED)
+
+    def write_tables(self, features: DataFrame, rejected: DataFrame) -> None:
+        """Write ``features/`` (valid images, projected) and ``rejected/`` (written even
+        when empty)."""
+        storage.write_parquet(features, self.location.spark_path(layout.FEATURES), "overwrite")
+        storage.write_parquet(rejected, self.location.spark_path(layout.REJECTED), "overwrite")
+
+    def write_pca_model(self, model: PipelineModel) -> None:
+        """Write the fitted scaler + PCA as ``pca_model/``."""
+        model.write().overwrite().save(self.location.spark_path(layout.PCA_MODEL))
+
+    def write_csv(self, k: int) -> int:
+        """Write ``features_pca.csv`` from the features table written before; return the rows."""
+        features = self.spark.read.parquet(self.location.spark_path(layout.FEATURES))
+        return write_features_csv(features, self.location.path(layout.CSV), k)
+
+    def outputs(self, pca_model: bool) -> Outputs:
+        """Return where the tables, the CSV, the model and the report will be."""
+        final = self.location.final_path
+        return Outputs(
+            features=final(layout.FEATURES),
+            rejected=final(layout.REJECTED),
+            csv=final(layout.CSV),
+            report=final(layout.REPORT_JSON),
+            pca_model=final(layout.PCA_MODEL) if pca_model else None,
+        )
+
+    def publish(self, report: RunReport, seconds: dict[str, float], visuals: bool = True) -> None:
+        """Complete ``report`` (run id, times, ``seconds`` per stage), drop the extraction's
+        rows (the tables hold them now), write the plots and the page (when ``visuals``),
+        then ``report.json`` and ``_SUCCESS`` last, and publish."""
+        storage.remove(self.location.path(layout.EXTRACTED))
+        report.run_id = uuid.uuid4().hex
+        report.started_at = self.started_at.isoformat(timespec="seconds")
+        report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        report.seconds = seconds
+        if visuals:
+            self.write_visuals(report)
+        # Written last: on S3 a folder without report.json and _SUCCESS is not a finished run.
+        write_report(self.location.path(layout.REPORT_JSON), report)
+        storage.write_text(self.location.path(layout.SUCCESS), "")
+        self.location.publish()
+
+    @contextmanager
+    def staged(self, keep_previous: bool = False) -> Iterator[ResultsWriter]:
+        """Make room for the run (see ``OutputLocation.begin``); if the body fails, remove
+        whatever it wrote, so nothing at OUTPUT looks like a finished run."""
+        self.location.begin(keep_previous=keep_previous)
+        try:
+            yield self
+        except BaseException:
+            self.location.discard()
+            raise
+
+    def write_visuals(self, report: RunReport, max_points: int = plots.MAX_SCATTER_POINTS) -> None:
+        """Write ``plots/*.png`` and ``report.html``, and record them in ``report``.
+
+        Reads PC1/PC2 of at most ``max_points`` images from the features already written.
+        A failure is logged and recorded in ``report.visuals`` but does not fail the run:
+        the features are already written.
+        """
+        started = time.perf_counter()
+        try:
+            features = self.spark.read.parquet(self.location.spark_path(layout.FEATURES))
+            points = plots.pca_points(features, max_points, total=report.counts.featurized)
+            pngs = draw_run_plots(report, points)
+            for name, png in pngs.items():
+                storage.write_bytes(self.location.path(layout.PLOTS, name), png)
+            report.outputs.plots = {
+                name: self.location.final_path(layout.PLOTS, name) for name in pngs
+            }
+            report.outputs.report_html = self.location.final_path(layout.REPORT_HTML)
+            report.visuals = VisualsFacts(
+                scatter_points=len(points), seconds=round(time.perf_counter() - started, 3)
+            )
+            page = render_html(report, pngs)
+            storage.write_bytes(self.location.path(layout.REPORT_HTML), page.encode("utf-8"))
+            log.info("plots and report.html written in %.1f s", report.visuals.seconds)
+        except Exception as error:  # the features are written: a plot must not lose them
+            log.exception("could not write the plots and report.html")
+            report.visuals = VisualsFacts(error=f"{type(error).__name__}: {error}")
+            report.outputs.plots = None
+            report.outputs.report_html = None
+
+
+def draw_run_plots(report: RunReport, points) -> dict[str, bytes]:
+    """Return every run's plots by file name: explained variance, PC1/PC2, labels."""
+    pca, counts = report.pca, report.counts
+    per_label = {label: vars(count) for label, count in counts.per_label.items()}
+    return {
+        layout.EXPLAINED_VARIANCE_PNG: plots.explained_variance(
+            pca.cumulative_explained_variance, pca.variance_threshold, pca.k
+        ),
+        layout.PCA_SCATTER_PNG: plots.pca_scatter(points, total=points.attrs.get("total")),
+        layout.LABELS_PNG: plots.labels_overview(per_label, counts.rejected_by_reason),
+    }
+
+
+def write_features_csv(features: DataFrame, uri: str, k: int) -> int:
+    """Stream ``path``, ``label``, ``pc_1`` … ``pc_k`` into one CSV at ``uri``, sorted by path.
+
+    Rows reach the driver one partition at a time (``toLocalIterator``), so memory stays
+    flat.  Returns the number of rows written.
+    """
+    ordered = features.select("path", "label", "pca_features").orderBy("path")
+    header = ["path", "label", *[f"pc_{i}" for i in range(1, k + 1)]]
+    rows = (
+        [row["path"], row["label"], *(f"{value:.9g}" for value in row["pca_features"])]
+        for row in ordered.toLocalIterator()
+    )
+    return storage.write_csv(uri, header, rows)
+
+
+def read_plots(output: str) -> dict[str, bytes]:
+    """Return the PNGs found under a finished ``OUTPUT/plots/`` by file name."""
+    names = [name for name, _ in FIGURES] + [layout.CONFUSION_MATRIX_PNG]
+    found = {name: storage.read_bytes(storage.join(output, layout.PLOTS, name)) for name in names}
+    return {name: png for name, png in found.items() if png is not None}
+
+
+def add_plot(output: str, report: RunReport, name: str, png: bytes) -> None:
+    """Write the plot ``name`` into a finished OUTPUT and record it in ``report``."""
+    uri = storage.join(output, layout.PLOTS, name)
+    storage.write_bytes(uri, png)
+    report.outputs.plots = {**(report.outputs.plots or {}), name: uri}
+
+
+def update_finished(output: str, report: RunReport) -> None:
+    """Render ``report.html`` again under a finished OUTPUT from ``report`` and the plots
+    there, then write ``report.json`` (last, as a run does)."""
+    page = storage.join(output, layout.REPORT_HTML)
+    storage.write_bytes(page, render_html(report, read_plots(output)).encode("utf-8"))
+    report.outputs.report_html = page
+    write_report(storage.join(output, layout.REPORT_JSON), report)
