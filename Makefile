@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench bench-classifier lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ test: setup
 # Speed figures (printed, never asserted): the extract stage against a one-process ceiling.
 bench: setup
 	$(PY) -m fruits_pipeline.bench.benchmark $(BENCH_ARGS)
+
+# The classifier's figures (printed, never asserted): test accuracy with the shared ImageNet
+# weights, the exported models against Spark's classifier, their sizes and one-core latency.
+bench-classifier: setup
+	$(PY) -m fruits_pipeline.bench.classifier $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts

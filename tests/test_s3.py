@@ -9,6 +9,7 @@ import io
 import boto3
 import pytest
 
+from fruits_pipeline.chain.incremental import remove_trained_outputs, trained_outputs
 from fruits_pipeline.chain.weights import WeightsError, load_weights, parse_weights_spec
 from fruits_pipeline.results import layout, storage
 from fruits_pipeline.results.location import OutputExistsError, OutputLocation
@@ -86,3 +87,26 @@ def test_weights_file_from_s3(bucket, weights_files):
     assert remote.arrays_sha256 == local.arrays_sha256
     with pytest.raises(WeightsError, match="does not exist"):
         load_weights(parse_weights_spec(f"s3://{bucket}/models/missing.h5"))
+
+
+def test_an_incremental_run_on_s3_drops_the_previous_classifier(bucket):
+    """On S3 an incremental run rewrites the previous run in place, keeping its tables to
+    reuse them: what `train` made from the old features must not survive (job.py finds it
+    before the run begins and removes it once it has)."""
+    uri = f"s3://{bucket}/runs/3/output"
+    kept = ["features/part-0.parquet", f"{layout.PLOTS}/{layout.LABELS_PNG}"]
+    trained = [
+        f"{layout.CLASSIFIER}/metadata/part-00000",
+        f"{layout.CLASSIFIER}/stages/0_LogisticRegression/data/part-0.parquet",
+        f"{layout.PLOTS}/{layout.CONFUSION_MATRIX_PNG}",
+    ]
+    for name in [layout.REPORT_JSON, layout.SUCCESS, *kept, *trained]:
+        storage.write_text(storage.join(uri, name), "from the previous run")
+    found = trained_outputs(uri)
+    assert found == list(layout.TRAINED_ON_FEATURES)
+    location = OutputLocation.prepare(uri, overwrite=True)
+    location.begin(keep_previous=True)
+    remove_trained_outputs(location, found)
+    assert [name for name in trained if storage.exists(storage.join(uri, name))] == []
+    assert all(storage.exists(storage.join(uri, name)) for name in kept)
+    assert trained_outputs(uri) == []

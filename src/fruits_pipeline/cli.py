@@ -1,4 +1,4 @@
-"""Command line: ``fruits-pipeline run|transform|evaluate …``.
+"""Command line: ``fruits-pipeline run|transform|train|export|predict …``.
 
 Exit codes: 0 success; 2 bad usage or bad input (one readable line on stderr, nothing
 written); 1 the job itself failed.  The same ``main`` runs under spark-submit through
@@ -14,13 +14,13 @@ import logging
 import sys
 
 from fruits_pipeline import __version__
-from fruits_pipeline.commands import evaluate, run, transform
+from fruits_pipeline.commands import export, predict, run, train, transform
 from fruits_pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, BadInput, bad_input
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "PROG", "UsageError", "build_parser", "main"]
 
 #: The commands, by name: each module adds its parser and executes its command.
-COMMANDS = {module.NAME: module for module in (run, transform, evaluate)}
+COMMANDS = {module.NAME: module for module in (run, transform, train, export, predict)}
 
 
 class UsageError(BadInput):

@@ -7,3 +7,6 @@ DEFAULT_BATCH_SIZE = 16
 
 #: Keep the fewest principal components whose cumulative explained variance reaches this.
 DEFAULT_VARIANCE_THRESHOLD = 0.95
+
+#: The L2 regularisations ``train`` tries on its validation part (Spark's ``regParam``).
+DEFAULT_REG_PARAMS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)

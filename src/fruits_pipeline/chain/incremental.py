@@ -2,7 +2,9 @@
 
 An image is unchanged when its path, size (bytes) and modification time are the same as in
 the previous run's ``features/`` or ``rejected/`` table.  Only new and changed images go
-through the CNN; images that disappeared are dropped; the PCA is refitted over all.
+through the CNN; images that disappeared are dropped; the PCA is refitted over all.  What
+``train`` made from the previous features (the classifier) is not kept: the new run's
+features and PCA are other ones.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pyspark.sql import functions as F
 
 from fruits_pipeline.chain.extract import IDENTITY, STORED_COLUMNS
 from fruits_pipeline.results import layout, storage
+from fruits_pipeline.results.location import OutputLocation
 from fruits_pipeline.results.report import IncrementalFacts, read_report
 
 log = logging.getLogger(__name__)
@@ -86,3 +89,26 @@ def plan_incremental(images: DataFrame, previous: DataFrame) -> IncrementalPlan:
         facts.removed,
     )
     return IncrementalPlan(reused=reused, to_featurize=to_featurize, facts=facts)
+
+
+def trained_outputs(output: str) -> list[str]:
+    """Return the outputs ``train`` left in the run at ``output`` (``layout``'s
+    ``TRAINED_ON_FEATURES`` that exist there)."""
+    return [
+        name for name in layout.TRAINED_ON_FEATURES if storage.exists(storage.join(output, name))
+    ]
+
+
+def remove_trained_outputs(location: OutputLocation, names: list[str]) -> None:
+    """Remove ``names`` (``trained_outputs`` of the previous run) from the run being
+    written.  A local run is built in a fresh staging folder, where they are not; on S3 the
+    run is rewritten in place, where they would otherwise survive beside other features."""
+    for name in names:
+        storage.remove(location.path(name))
+    if names:
+        log.warning(
+            "incremental: removed the classifier trained on the previous features (%s): "
+            "run `fruits-pipeline train %s` again",
+            ", ".join(names),
+            location.final,
+        )

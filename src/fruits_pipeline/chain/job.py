@@ -14,7 +14,12 @@ from pyspark.sql import SparkSession
 
 from fruits_pipeline import engines
 from fruits_pipeline.chain.extract import broadcast_network, extract, extraction_sections
-from fruits_pipeline.chain.incremental import plan_incremental, previous_rows
+from fruits_pipeline.chain.incremental import (
+    plan_incremental,
+    previous_rows,
+    remove_trained_outputs,
+    trained_outputs,
+)
 from fruits_pipeline.chain.listing import InputError, Listing, list_images
 from fruits_pipeline.chain.pca import fit_two_pass_pca, linear_algebra, project
 from fruits_pipeline.chain.weights import WeightsSpec, load_weights
@@ -77,9 +82,12 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
         network = broadcast_network(spark, engine, weights)
 
     previous = None
+    trained = []
     if config.incremental:
         previous = previous_rows(spark, location.final, weights.arrays_sha256)
+        trained = trained_outputs(location.final)
     with network, writer.staged(keep_previous=previous is not None):
+        remove_trained_outputs(location, trained)
         with clock.stage("extract"):
             plan = plan_incremental(listing.images, previous) if previous is not None else None
             extraction = extract(
@@ -125,7 +133,7 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
             ),
             weights=weights.facts(),
             outputs=writer.outputs(pca_model=True),
-            incremental=_incremental_facts(config, plan, listing),
+            incremental=_incremental_facts(config, plan, listing, bool(trained)),
             **extraction_sections(
                 spark,
                 extraction,
@@ -140,11 +148,16 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
     return report
 
 
-def _incremental_facts(config: JobConfig, plan, listing: Listing) -> IncrementalFacts | None:
+def _incremental_facts(
+    config: JobConfig, plan, listing: Listing, classifier_removed: bool
+) -> IncrementalFacts | None:
     if not config.incremental:
         return None
     if plan is not None:
-        return plan.facts
-    return IncrementalFacts(
-        previous_run=False, reused=0, new=listing.files_seen, changed=0, removed=0
-    )
+        facts = plan.facts
+    else:
+        facts = IncrementalFacts(
+            previous_run=False, reused=0, new=listing.files_seen, changed=0, removed=0
+        )
+    facts.classifier_removed = classifier_removed
+    return facts

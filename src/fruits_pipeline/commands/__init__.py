@@ -1,1 +1,1 @@
-"""The command line's commands: ``run``, ``transform`` and ``evaluate``."""
+"""The command line's commands: ``run``, ``transform``, ``train``, ``export`` and ``predict``."""

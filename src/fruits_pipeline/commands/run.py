@@ -162,6 +162,11 @@ def summary(report: RunReport) -> str:
             f"  incremental      {inc.reused} reused, {inc.new} new, {inc.changed} "
             f"changed, {inc.removed} removed",
         )
+        if inc.classifier_removed:
+            lines.append(
+                "  !! the classifier was trained on the previous features: removed; run "
+                f"`fruits-pipeline train {report.output}` again"
+            )
     if not weights.meaningful:
         lines += RANDOM_WEIGHTS_BANNER
     return "\n".join(lines)

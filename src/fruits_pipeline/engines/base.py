@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +35,21 @@ class PreparedNetwork:
     sha256: str
     #: the arithmetic the network runs in (``float32``)
     precision: str = "float32"
+
+
+#: The architecture both engines compute today.
+MOBILENET_V2 = "mobilenet_v2"
+
+
+@dataclass(frozen=True)
+class FeatureNetwork:
+    """The network an engine computes features with, as ``export`` rebuilds it for a
+    device: its architecture, the arithmetic it runs in, and its weights by Keras layer
+    name."""
+
+    architecture: str
+    precision: str
+    layers: Mapping[str, Sequence[np.ndarray]] = field(repr=False)
 
 
 class Engine(ABC):
@@ -60,6 +75,13 @@ class Engine(ABC):
     @abstractmethod
     def versions(self) -> dict[str, str]:
         """Return the versions of the libraries this engine runs on, for the report."""
+
+    def feature_network(self, weights: LoadedWeights) -> FeatureNetwork:
+        """Return the network this engine computes features with from ``weights``, for
+        ``export``: MobileNetV2 in float32 with the weights as loaded.  An engine that runs
+        another network (a quantized one) returns its own; ``export`` writes only the
+        networks it can reproduce and refuses the others."""
+        return FeatureNetwork(MOBILENET_V2, "float32", weights.layers)
 
 
 def sha256_bytes(data: bytes) -> str:

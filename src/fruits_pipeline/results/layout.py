@@ -1,8 +1,8 @@
 """Every name a run writes under OUTPUT, defined once.
 
-The writer, the readers (``transform``, ``evaluate``, incremental runs), the report page and
-the EMR submitter's links all take their names from here.  No imports: the submitter and the
-command line use it without loading Spark.
+The writer, the readers (``transform``, ``train``, ``export``, incremental runs), the report
+page and the EMR submitter's links all take their names from here.  No imports: the
+submitter and the command line use it without loading Spark.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ PLOTS = "plots"
 REPORT_JSON = "report.json"
 #: the self-contained page of the report, plots embedded
 REPORT_HTML = "report.html"
+#: ``train``'s classifier on ``pca_features``, a Spark ML ``PipelineModel``
+#: (LogisticRegression, then IndexToString with the labels in the order it predicts)
+CLASSIFIER = "classifier"
 #: written last: a folder or prefix without it is not a finished run
 SUCCESS = "_SUCCESS"
 #: the extraction's parquet while a run is in progress (the CNN's output, read by the PCA);
@@ -32,6 +35,18 @@ EXPLAINED_VARIANCE_PNG = "explained_variance.png"
 PCA_SCATTER_PNG = "pca_scatter.png"
 LABELS_PNG = "labels.png"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+
+#: What ``train`` adds to a run, made from its features: a run that changes the features
+#: (``--incremental``) must not keep them.
+TRAINED_ON_FEATURES = (CLASSIFIER, f"{PLOTS}/{CONFUSION_MATRIX_PNG}")
+
+#: What ``export --to DIR`` writes: the on-device models, one per format, and their card.
+ONNX_MODEL = "fruits_classifier.onnx"
+TFLITE_FLOAT32_MODEL = "fruits_classifier_float32.tflite"
+TFLITE_INT8_MODEL = "fruits_classifier_int8.tflite"
+MODEL_CARD = "model_card.json"
+#: the model card's golden images, copied from the test split
+GOLDEN_IMAGES = "golden"
 
 #: Files a reviewer gets a link to, with the type a browser is told to show them as.
 SHAREABLE = {

@@ -130,7 +130,7 @@ def render_html(report: RunReport, pngs: dict[str, bytes]) -> str:
     parts.append(_card(pca.k, "PCA components (k)"))
     parts.append(_card(f"{pca.variance_kept:.1%}", "variance kept"))
     if report.evaluation:
-        parts.append(_card(f"{report.evaluation.accuracy:.1%}", "probe accuracy"))
+        parts.append(_card(f"{report.evaluation.accuracy:.1%}", "classifier accuracy"))
     parts.append("</div>")
     facts = [("status", report.status), ("input", report.input), ("output", report.output)]
     if report.transform:
@@ -213,7 +213,7 @@ def render_html(report: RunReport, pngs: dict[str, bytes]) -> str:
 
 
 def _evaluation_section(evaluation: Evaluation, confusion_png: bytes | None) -> str:
-    parts = ['<section id="evaluation"><h2>Evaluation: linear probe</h2>']
+    parts = ['<section id="evaluation"><h2>Classifier: trained and tested</h2>']
     if not evaluation.meaningful:
         parts.append(f'<div class="banner">{_esc(evaluation.note)}</div>')
     train, test, model = evaluation.train, evaluation.test, evaluation.model
@@ -237,11 +237,28 @@ def _evaluation_section(evaluation: Evaluation, confusion_png: bytes | None) -> 
                     "test labels never seen in training",
                     ", ".join(test.unseen_labels or []) or "none",
                 ),
-                ("max iterations, regularisation", f"{model.max_iter}, {model.reg_param}"),
+                ("max iterations, regularisation", f"{model.max_iter}, {model.reg_param:g}"),
+                ("saved as", model.location or "not saved"),
                 ("seconds", evaluation.seconds),
             ]
         )
     )
+    choice = model.regularisation
+    if choice and choice.tried:
+        parts.append(
+            f"<h3>Regularisation, chosen on {choice.validation_images} validation images</h3>"
+        )
+        parts.append(f"<p>{_esc(choice.rule)}.</p>")
+        rows = [
+            [
+                f"{t.reg_param:g}" + (" (chosen)" if t.reg_param == choice.chosen else ""),
+                f"{t.accuracy:.2%}",
+                f"{t.log_loss:.4f}",
+            ]
+            for t in choice.tried
+        ]
+        header = ["regularisation", "validation accuracy", "validation log-loss"]
+        parts.append(_grid(header, rows))
     worst = evaluation.worst_classes
     parts.append(f"<h3>The {len(worst)} worst classes (lowest F1)</h3>")
     rows = [

@@ -4,7 +4,7 @@ Every module that writes or reads a fact of a run goes through these classes, ne
 string keys.  ``to_json`` gives the document ``report.json`` holds; ``from_json`` reads one
 back (reports written before ``schema_version`` existed read as well: they have the same
 sections).  A section that a kind of run does not have (``transform`` on a ``run``,
-``incremental`` without ``--incremental``, ``evaluation`` before ``evaluate``) is None and
+``incremental`` without ``--incremental``, ``evaluation`` before ``train``) is None and
 left out of the document.
 """
 
@@ -135,11 +135,14 @@ class Outputs:
     pca_model: str | None = optional()
     plots: dict[str, str] | None = optional()
     report_html: str | None = optional()
+    #: after ``train``
+    classifier: str | None = optional()
 
     def names(self) -> list[str]:
         """Return the names written under OUTPUT, folders with a trailing ``/``."""
         written = [f"{layout.FEATURES}/", f"{layout.REJECTED}/"]
         written += [f"{layout.PCA_MODEL}/"] if self.pca_model else []
+        written += [f"{layout.CLASSIFIER}/"] if self.classifier else []
         written += [layout.CSV]
         written += [f"{layout.PLOTS}/"] if self.plots else []
         written += [layout.REPORT_HTML] if self.report_html else []
@@ -153,6 +156,9 @@ class IncrementalFacts:
     new: int
     changed: int
     removed: int
+    #: True when the previous run had a classifier (``train``): trained on other features,
+    #: it is not kept
+    classifier_removed: bool | None = optional()
 
 
 @dataclass
@@ -193,15 +199,42 @@ class SplitFacts:
 
 
 @dataclass
-class ProbeModel:
+class RegularisationTrial:
+    """One regularisation tried: the classifier fitted on the rest of the training split,
+    scored on its validation part (accuracy, and the mean log-loss that breaks ties)."""
+
+    reg_param: float
+    accuracy: float
+    log_loss: float
+
+
+@dataclass
+class RegularisationChoice:
+    """How ``train`` chose its regularisation on a validation part of the training split."""
+
+    validation_images: int
+    rule: str
+    tried: list[RegularisationTrial]
+    chosen: float
+
+
+@dataclass
+class ClassifierModel:
+    """The classifier ``train`` fitted and saved (older reports: the probe's settings)."""
+
     name: str
     max_iter: int
     reg_param: float
+    #: the labels in the order the classifier predicts them (its probability vector's)
+    labels: list[str] | None = optional()
+    #: where it is saved (``OUTPUT/classifier``)
+    location: str | None = optional()
+    regularisation: RegularisationChoice | None = optional()
 
 
 @dataclass
 class Evaluation:
-    """The linear probe's scores on the test split."""
+    """The classifier's scores on the test split (``train``)."""
 
     accuracy: float
     macro_f1: float
@@ -211,9 +244,11 @@ class Evaluation:
     train: SplitFacts
     test: SplitFacts
     worst_classes: list[ClassScore]
-    model: ProbeModel
+    model: ClassifierModel
     seconds: float
     evaluated_at: str
+    #: the run whose features the classifier was trained on (its ``run_id``)
+    features_run_id: str | None = optional()
 
 
 @dataclass
@@ -280,7 +315,7 @@ _ORDER = (
 
 def to_json(report: RunReport) -> dict:
     """Return ``report`` as the JSON document ``report.json`` holds."""
-    document = _to_plain(report)
+    document = to_plain(report)
     return {key: document[key] for key in _ORDER if key in document}
 
 
@@ -289,32 +324,36 @@ def from_json(document: dict) -> RunReport:
 
     Raises ValueError naming the section when a required fact is missing or malformed.
     """
-    return _from_plain(RunReport, document, "report")
+    return from_plain(RunReport, document, "report")
 
 
-def _to_plain(value):
+def to_plain(value):
+    """Return a dataclass (nested ones, lists and dicts of them) as plain JSON data; an
+    ``optional()`` field is left out while it is None."""
     if dataclasses.is_dataclass(value):
         plain = {}
         for spec in dataclasses.fields(value):
             item = getattr(value, spec.name)
             if item is None and spec.metadata.get("omit_none"):
                 continue
-            plain[spec.name] = _to_plain(item)
+            plain[spec.name] = to_plain(item)
         return plain
     if isinstance(value, dict):
-        return {key: _to_plain(item) for key, item in value.items()}
+        return {key: to_plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_to_plain(item) for item in value]
+        return [to_plain(item) for item in value]
     return value
 
 
-def _from_plain(kind, value, where: str):
+def from_plain(kind, value, where: str):
+    """Return plain JSON data as the dataclass (or typed container) ``kind``; raise
+    ValueError naming the place (``where``) of a missing or malformed fact."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = [option for option in typing.get_args(kind) if option is not type(None)]
         if value is None:
             return None
-        return _from_plain(options[0], value, where)
+        return from_plain(options[0], value, where)
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
@@ -322,7 +361,7 @@ def _from_plain(kind, value, where: str):
         arguments = {}
         for spec in dataclasses.fields(kind):
             if spec.name in value:
-                arguments[spec.name] = _from_plain(
+                arguments[spec.name] = from_plain(
                     hints[spec.name], value[spec.name], f"{where}.{spec.name}"
                 )
             elif _required(spec):
@@ -330,10 +369,10 @@ def _from_plain(kind, value, where: str):
         return kind(**arguments)
     if origin is dict:
         _, item_kind = typing.get_args(kind)
-        return {key: _from_plain(item_kind, item, f"{where}.{key}") for key, item in value.items()}
+        return {key: from_plain(item_kind, item, f"{where}.{key}") for key, item in value.items()}
     if origin is list:
         (item_kind,) = typing.get_args(kind)
-        return [_from_plain(item_kind, item, f"{where}[]") for item in value]
+        return [from_plain(item_kind, item, f"{where}[]") for item in value]
     return value
 
 
