@@ -107,8 +107,10 @@ def test_s3_lease_is_created_once_and_names_its_holder(bucket, fast_lease):
         assert {"Key": "fruits-pipeline", "Value": "staging"} in tags["TagSet"]
         time.sleep(0.6)  # renewed a few times with If-Match on its own ETag
         first.check_lock()
+        storage.write_text(f"{uri}/features/part-0.parquet", "in place, as S3 runs write")
+        # busy, rather than "exists": the live run's OUTPUT is there, half written
         with pytest.raises(OutputBusyError, match=r"run 111111111111 .*renewed \d+ s ago"):
-            OutputLocation.prepare(uri, overwrite=False).check_free()
+            OutputLocation.prepare(uri, overwrite=False)
         with pytest.raises(OutputBusyError, match="run 111111111111"):
             with OutputLocation.prepare(uri, overwrite=False).claimed("2" * 32):
                 pass

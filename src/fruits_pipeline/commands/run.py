@@ -132,7 +132,7 @@ def execute(args: argparse.Namespace) -> int:
             resume=args.resume,
             engine=args.engine,
         )
-        OutputLocation.prepare(config.output, config.overwrite or config.incremental).check_free()
+        OutputLocation.prepare(config.output, config.overwrite or config.incremental)
         spark, seconds = start_spark(args.master)
         return summary(run_job(spark, config, spark_start_seconds=seconds))
 

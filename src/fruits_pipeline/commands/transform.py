@@ -93,7 +93,7 @@ def execute(args: argparse.Namespace) -> int:
         )
         if storage.fsspec_uri(config.output).rstrip("/") == storage.fsspec_uri(config.model):
             raise ModelError("--output must not be the --model run: it would replace the model")
-        OutputLocation.prepare(config.output, config.overwrite).check_free()
+        OutputLocation.prepare(config.output, config.overwrite)
         if not storage.is_remote(config.input) and not os.path.isdir(
             storage.local_path(config.input)
         ):

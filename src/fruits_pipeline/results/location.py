@@ -48,13 +48,10 @@ class OutputLocation:
     def prepare(cls, uri: str, overwrite: bool) -> OutputLocation:
         """Check OUTPUT and choose the staging place; writes nothing.
 
-        Raises OutputExistsError when OUTPUT exists and ``overwrite`` is False, and BadInput
-        for a bucket's root (its staging and lock have no place beside it).
+        Raises OutputBusyError when a live run is writing OUTPUT, OutputExistsError when
+        OUTPUT exists and ``overwrite`` is False, and BadInput for a bucket's root (its
+        staging and lock have no place beside it).
         """
-        if exists(uri) and not overwrite:
-            raise OutputExistsError(
-                f"output {uri!r} already exists: pass --overwrite to replace it"
-            )
         if is_remote(uri):
             final = uri.rstrip("/")
             parent, _, name = final.partition("://")[2].rpartition("/")
@@ -63,19 +60,27 @@ class OutputLocation:
             parent = final[: len(final) - len(name) - 1]
             work = f"{parent}/.{name}{layout.STAGING_SUFFIX}"
             lock = f"{parent}/.{name}{layout.LOCK_SUFFIX}"
-            return cls(final=final, staging=final, overwrite=overwrite, work=work, lock_uri=lock)
-        final = local_path(uri)
-        parent, name = os.path.split(final)
-        staging = os.path.join(parent, f".{name}{layout.STAGING_SUFFIX}")
-        lock = os.path.join(parent, f".{name}{layout.LOCK_SUFFIX}")
-        return cls(final=final, staging=staging, overwrite=overwrite, work=staging, lock_uri=lock)
+            location = cls(final, staging=final, overwrite=overwrite, work=work, lock_uri=lock)
+        else:
+            final = local_path(uri)
+            parent, name = os.path.split(final)
+            staging = os.path.join(parent, f".{name}{layout.STAGING_SUFFIX}")
+            lock = os.path.join(parent, f".{name}{layout.LOCK_SUFFIX}")
+            location = cls(final, staging=staging, overwrite=overwrite, work=staging, lock_uri=lock)
+        # A live run first: its OUTPUT may already exist on S3, where it writes in place.
+        location.check_free()
+        if exists(uri) and not overwrite:
+            raise OutputExistsError(
+                f"output {uri!r} already exists: pass --overwrite to replace it"
+            )
+        return location
 
     @property
     def in_place(self) -> bool:
         return self.final == self.staging
 
     def check_free(self) -> None:
-        """Raise OutputBusyError when a live run holds OUTPUT's lock: a quick answer before
+        """Raise OutputBusyError when a live run holds OUTPUT's lock: a quick answer, before
         Spark starts (``claimed`` decides)."""
         lock_for(self.final, self.lock_uri).check_free()
 
