@@ -238,16 +238,22 @@ def test_spark_env_hook_passes_shellcheck(tmp_path):
 # The real entry points: .venv's spark-submit and console script, and `make demo`.
 
 
-def test_spark_submit_refuses_an_unsuitable_java_home(tmp_path):
-    bad = fake_java_home(tmp_path / "jdk-25", OPENJDK_25)
-    env = environment(JAVA_HOME=str(bad), PYSPARK_PYTHON=sys.executable, SPARK_HOME=None)
-    done = subprocess.run(
+def spark_submit_version(**changes: str | None) -> subprocess.CompletedProcess:
+    """Run ``.venv/bin/spark-submit --version`` in this environment with ``changes``.
+    PYSPARK_PYTHON is set because the script finds SPARK_HOME with it (else ``python3``)."""
+    env = environment(PYSPARK_PYTHON=sys.executable, SPARK_HOME=None, **changes)
+    return subprocess.run(
         [str(VENV_BIN / "spark-submit"), "--version"],
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
+
+
+def test_spark_submit_refuses_an_unsuitable_java_home(tmp_path):
+    bad = fake_java_home(tmp_path / "jdk-25", OPENJDK_25)
+    done = spark_submit_version(JAVA_HOME=str(bad))
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert done.stderr.startswith("fruits-pipeline: error: JAVA_HOME=")
@@ -255,18 +261,10 @@ def test_spark_submit_refuses_an_unsuitable_java_home(tmp_path):
 
 @needs_packaged
 def test_spark_submit_without_java_runs_on_the_packaged_jdk(path_without_java):
-    env = environment(
-        JAVA_HOME=None, PATH=path_without_java, PYSPARK_PYTHON=sys.executable, SPARK_HOME=None
-    )
-    done = subprocess.run(
-        [str(VENV_BIN / "spark-submit"), "--version"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done = spark_submit_version(JAVA_HOME=None, PATH=path_without_java)
     assert done.returncode == 0, done.stderr[-3000:]
-    version = choose_java(env).version
+    assert "there is no java on PATH: Spark uses the packaged JDK" in done.stderr
+    version = choose_java(environment(JAVA_HOME=None, PATH=path_without_java)).version
     assert f"OpenJDK 64-Bit Server VM, {version}" in done.stderr + done.stdout
 
 

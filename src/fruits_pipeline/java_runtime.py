@@ -152,8 +152,7 @@ def java_home_choice(home: str) -> JavaChoice:
         raise NoUsableJava(f"JAVA_HOME={home} has no working bin/java: {advice}")
     if not is_supported(version):
         raise NoUsableJava(
-            f"JAVA_HOME={home} is Java {version}, and Spark 3.5 needs {SUPPORTED_TEXT}: "
-            f"{advice}"
+            f"JAVA_HOME={home} is Java {version}, and Spark 3.5 needs {SUPPORTED_TEXT}: {advice}"
         )
     return JavaChoice(java=str(java), version=version, source=FROM_JAVA_HOME)
 
