@@ -18,10 +18,11 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,jdk]'
 	$(PY) -c "import pyspark, tensorflow, keras, pyarrow, pandas, numpy, PIL, boto3, s3fs; \
 	print('setup ok: pyspark', pyspark.__version__, '| tensorflow', tensorflow.__version__, \
 	'| keras', keras.__version__, '| numpy', numpy.__version__, '| pyarrow', pyarrow.__version__)"
+	$(PY) -m fruits_pipeline.java_runtime --write-spark-env
 	@touch $(STAMP)
 
 demo: setup
