@@ -207,11 +207,13 @@ def test_the_wheelhouse_is_uploaded_once_per_lock_and_reused(
     assert names == [lost.rsplit("/", 1)[1], wheelhouse.LOCK_NAME]
 
 
-def test_step_on_a_running_cluster_with_kms(s3, emr, private_bucket, capsys):
-    running = emr.run_job_flow(
-        Name="someone else's cluster",
+def running_cluster(emr, log_uri: str) -> str:
+    """Start a cluster that stays up without steps, as one started earlier would; return
+    its id."""
+    return emr.run_job_flow(
+        Name="a running cluster",
         ReleaseLabel="emr-7.12.0",
-        LogUri=f"s3://{private_bucket}/shared-logs/",
+        LogUri=log_uri,
         Instances={
             "MasterInstanceType": "m5.xlarge",
             "InstanceCount": 1,
@@ -220,6 +222,10 @@ def test_step_on_a_running_cluster_with_kms(s3, emr, private_bucket, capsys):
         JobFlowRole="EMR_EC2_DefaultRole",
         ServiceRole="EMR_DefaultRole",
     )["JobFlowId"]
+
+
+def test_step_on_a_running_cluster_with_kms(s3, emr, private_bucket, capsys):
+    running = running_cluster(emr, f"s3://{private_bucket}/shared-logs/")
     argv = argv_for(private_bucket, "--cluster-id", running, "--kms-key-id", "alias/fruits")
     assert cli.main(argv) == 0
     assert not [k for k in keys(s3, private_bucket) if "/wheelhouse/" in k]  # set up already
@@ -450,18 +456,7 @@ def test_wait_reports_the_cluster_ending_before_the_step(
 ):
     """The real CLI in a subprocess, --wait polling moto; the test ends the cluster.  What
     the submitter asked of S3 and EMR, its policy in docs/emr.md allows (with a KMS key)."""
-    running = emr.run_job_flow(
-        Name="a cluster started from the kit",
-        ReleaseLabel="emr-7.12.0",
-        Instances={
-            "MasterInstanceType": "m5.xlarge",
-            "InstanceCount": 1,
-            "KeepJobFlowAliveWhenNoSteps": True,
-        },
-        JobFlowRole="EMR_EC2_DefaultRole",
-        ServiceRole="EMR_DefaultRole",
-        LogUri=f"s3://{private_bucket}/fruits-pipeline/logs/",
-    )["JobFlowId"]
+    running = running_cluster(emr, f"s3://{private_bucket}/fruits-pipeline/logs/")
     key = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     argv = argv_for(private_bucket, "--cluster-id", running, "--wait", "--poll-seconds", "1")
     argv[-3:-3] = ["--kms-key-id", key, "--share"]

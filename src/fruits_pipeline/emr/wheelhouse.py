@@ -208,12 +208,9 @@ def download_command(lock: Lock, lock_path: Path, destination: Path) -> list[str
 
 
 def file_sha256(path: Path) -> str:
-    """Return the sha256 of the file at ``path``, read in blocks."""
-    digest = hashlib.sha256()
+    """Return the sha256 of the file at ``path`` (read in blocks: wheels are large)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def build_local(wheelhouse: Wheelhouse, folder: Path) -> dict[str, Path]:
