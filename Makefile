@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint lock clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts
+
+# The EMR nodes' wheelhouse locks, from pyproject.toml's pins (needs PyPI; docs/emr.md).
+lock: setup
+	$(PY) -m fruits_pipeline.emr.lock
 
 clean:
 	rm -rf $(VENV) $(DEMO) build dist src/*.egg-info .pytest_cache
