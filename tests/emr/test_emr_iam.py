@@ -15,6 +15,7 @@ from botocore.validate import ParamValidator
 from iam import ACCOUNT, GUIDE, Call, allows, guide_policies  # tests/emr/iam.py
 
 from fruits_pipeline.emr import options
+from fruits_pipeline.results.lock import STAGING_TAG
 
 VALUES = {
     "BUCKET": "fruits-eu",
@@ -133,5 +134,15 @@ def test_the_lifecycle_rule_is_a_valid_request_that_s3_takes(s3, private_bucket)
     report = ParamValidator().validate(params, operation.input_shape)
     assert not report.has_errors(), report.generate_report()
     s3.put_bucket_lifecycle_configuration(**params)
-    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=private_bucket)["Rules"]
-    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    rules = {
+        rule["ID"]: rule
+        for rule in s3.get_bucket_lifecycle_configuration(Bucket=private_bucket)["Rules"]
+    }
+    assert set(rules) == {"abort-incomplete-multipart-uploads", "fruits-pipeline-staging"}
+    aborts = rules["abort-incomplete-multipart-uploads"]
+    assert aborts["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    # the rule expires what the job tags as staging (results/lock.py), and only that
+    key, value = STAGING_TAG.split("=")
+    staging = rules["fruits-pipeline-staging"]
+    assert staging["Filter"] == {"Tag": {"Key": key, "Value": value}}
+    assert staging["Expiration"] == {"Days": 7}
