@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-classifier lint clean
+.PHONY: setup demo test bench bench-classifier lint lock clean
 
 setup: $(STAMP)
 
@@ -18,10 +18,11 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,jdk]'
 	$(PY) -c "import pyspark, tensorflow, keras, pyarrow, pandas, numpy, PIL, boto3, s3fs; \
 	print('setup ok: pyspark', pyspark.__version__, '| tensorflow', tensorflow.__version__, \
 	'| keras', keras.__version__, '| numpy', numpy.__version__, '| pyarrow', pyarrow.__version__)"
+	$(PY) -m fruits_pipeline.java_runtime --write-spark-env
 	@touch $(STAMP)
 
 demo: setup
@@ -44,6 +45,10 @@ bench-classifier: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts
+
+# The EMR nodes' wheelhouse locks, from pyproject.toml's pins (needs PyPI; docs/emr.md).
+lock: setup
+	$(PY) -m fruits_pipeline.emr.lock
 
 clean:
 	rm -rf $(VENV) $(DEMO) build dist src/*.egg-info .pytest_cache

@@ -8,10 +8,12 @@
 The same command is installed as ``.venv/bin/fruits-pipeline-emr``.
 
 1. builds the code (a zip of src/fruits_pipeline for --py-files, without the submitter and
-   the benchmark; requirements.txt generated from pyproject.toml) and uploads it, with
-   server-side encryption, to s3://BUCKET/PREFIX/runs/RUN_ID/code/;
-2. --create starts a transient cluster from emr/cluster-config.json that ends with its step,
-   or --cluster-id adds the step to a running cluster;
+   the benchmark; requirements.txt generated from pyproject.toml) and uploads it to
+   s3://BUCKET/PREFIX/runs/RUN_ID/code/ (the bucket's default encryption, or --kms-key-id);
+2. --create uploads the wheelhouse of emr/lock/ once per lock (the nodes install only from
+   it: the cluster needs no internet) and starts a transient cluster from
+   emr/cluster-config.json that ends with its step, or --cluster-id adds the step to a
+   running cluster;
 3. the step runs ``spark-submit --deploy-mode cluster`` on scripts/spark_job.py with
    ``run --input … --output s3://BUCKET/PREFIX/runs/RUN_ID/output/`` and the job options;
 4. --wait follows the step, --share prints presigned links, --dry-run prints every request

@@ -35,7 +35,9 @@ def trained_run(tmp_path_factory, weights_file: Path) -> SmallRun:
     """Return the session's small run after ``fruits-pipeline train`` (run the first time)."""
     run = small_run(tmp_path_factory, weights_file)
     if "trained" not in _DONE:
-        code = main(["train", str(run.output), "--max-iter", "30", "--quiet"], default_master="local[2]")
+        code = main(
+            ["train", str(run.output), "--max-iter", "30", "--quiet"], default_master="local[2]"
+        )
         assert code == 0, "train failed on the small run"
         _DONE["trained"] = json.loads((run.output / "report.json").read_text(encoding="utf-8"))
     return run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def moto_endpoint():
     patch.undo()
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture
+def bucket(moto_endpoint, request) -> str:
+    """A new bucket on the moto server, named after the test."""
+    import boto3
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    name = "fruits-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    return name
 
 
 @pytest.fixture(scope="session")

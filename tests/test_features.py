@@ -12,10 +12,11 @@ from shared_data import SHARED_FRUITS
 
 from fruits_pipeline import engines
 from fruits_pipeline.chain.extract import (
+    STORED_SCHEMA,
     ExtractionCounters,
     broadcast_network,
-    extract_features,
     featurize_batch,
+    featurize_units,
 )
 from fruits_pipeline.chain.images import decode_image, label_from_path, preprocess
 from fruits_pipeline.chain.listing import label_column, read_images
@@ -54,6 +55,16 @@ def fidelity_folder(tmp_path_factory) -> Path:
     return root
 
 
+def featurized_rows(spark, images, network, counters, batch_size: int, folder: Path) -> list:
+    """Run the extraction over ``images`` into units under ``folder``; return the rows the
+    units hold, checking that the workers' summaries name exactly those units and paths."""
+    units = featurize_units(images, network, counters, batch_size, str(folder)).collect()
+    rows = spark.read.schema(STORED_SCHEMA).parquet(str(folder)).collect()
+    assert sorted(u["unit"] for u in units) == sorted(p.name for p in folder.glob("unit-*"))
+    assert sorted(p for u in units for p in u["paths"]) == sorted(r["path"] for r in rows)
+    return rows
+
+
 def keras_reference(weights_path: Path, image_paths: list[str]) -> np.ndarray:
     """Features computed by Keras directly: same file, Pillow RGB, resize, preprocess_input."""
     import keras
@@ -76,16 +87,14 @@ def keras_reference(weights_path: Path, image_paths: list[str]) -> np.ndarray:
     [("legacy", "onnxruntime"), ("keras3", "onnxruntime"), ("legacy", "tensorflow")],
 )
 def test_features_equal_keras_on_the_same_weights(
-    spark, weights_files, fidelity_folder, weights_format, engine
+    spark, tmp_path, weights_files, fidelity_folder, weights_format, engine
 ):
     weights = load_weights(parse_weights_spec(str(weights_files[weights_format])))
     network = broadcast_network(spark, engines.get(engine), weights)
     counters = ExtractionCounters.create(spark)
     images = read_images(spark, "file:" + str(fidelity_folder))
-    rows = extract_features(
-        images, network.broadcast, network.engine, network.key, counters, batch_size=4
-    )
-    rows = sorted(rows.collect(), key=lambda row: row["path"])
+    rows = featurized_rows(spark, images, network, counters, 4, tmp_path / "units")
+    rows = sorted(rows, key=lambda row: row["path"])
 
     assert all(row["error"] is None for row in rows)
     assert {row["label"] for row in rows} == {"Mixed Fruit"}
@@ -127,16 +136,14 @@ def test_each_image_keeps_its_own_features_when_a_batch_holds_bad_ones():
             assert row["features"] is None and row["error"]
 
 
-def test_bad_images_become_error_rows(spark, mixed_folder):
+def test_bad_images_become_error_rows(spark, tmp_path, mixed_folder):
     weights = load_weights(parse_weights_spec("random:1"))
     network = broadcast_network(spark, engines.get("onnxruntime"), weights)
     counters = ExtractionCounters.create(spark)
     images = read_images(spark, "file:" + str(mixed_folder))
     rows = {
         Path(r["path"]).name: r
-        for r in extract_features(
-            images, network.broadcast, network.engine, network.key, counters, batch_size=3
-        ).collect()
+        for r in featurized_rows(spark, images, network, counters, 3, tmp_path / "units")
     }
 
     assert "README.txt" not in rows  # not an image extension: never read

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from feature_checks import assert_same_features
 from image_files import jpeg_bytes, noise_image
 from shared_data import SHARED_FRUITS
 
@@ -89,16 +90,6 @@ def run_onnx(model, batch: np.ndarray) -> np.ndarray:
             for i in range(0, len(batch), 16)
         ]
     )
-
-
-def assert_same_features(ours: np.ndarray, theirs: np.ndarray) -> None:
-    assert ours.shape == theirs.shape == (len(theirs), 1280)
-    assert np.abs(theirs).mean() > 0.01  # realistic magnitudes
-    cosine = np.sum(ours * theirs, axis=1) / (
-        np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
-    )
-    assert cosine.min() >= 0.9999, cosine.min()
-    assert np.abs(ours - theirs).max() <= 1e-3 * np.abs(theirs).max()
 
 
 @pytest.fixture(scope="module")

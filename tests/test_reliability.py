@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -12,13 +13,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from cli_runs import run_ok
 from crash_engine import crash_once_engine
 from image_files import bomb_png, jpeg_bytes, noise_image, png_bytes
 from PIL import Image
 
-from fruits_pipeline.chain import job
+from fruits_pipeline.chain import extract, job
+from fruits_pipeline.cli import main
+from fruits_pipeline.results import storage
 from fruits_pipeline.sample_images import write_sample_tree
 
 pytestmark = pytest.mark.spark
@@ -77,62 +81,143 @@ def test_a_python_worker_crash_is_retried_and_loses_nothing(spark, capsys, tmp_p
     )
 
 
-def test_killed_driver_leaves_nothing_that_looks_complete(spark, capsys, tmp_path):
-    source = tmp_path / "images"
-    write_sample_tree(str(source), per_class=25, seed=5)
-    output = tmp_path / "out"
-    script = Path(sys.executable).parent / "fruits-pipeline"
-    command = [
-        str(script),
-        "run",
-        "--input",
-        str(source),
-        "--output",
-        str(output),
-        "--weights",
-        "random:0",
-        "--batch-size",
-        "8",
-        "--master",
-        "local[2]",
-    ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+SCRIPT = Path(sys.executable).parent / "fruits-pipeline"
+
+
+def start_run(source: Path, output: Path, *extra: str) -> subprocess.Popen:
+    """Start ``fruits-pipeline run`` as its own process group (its JVM and Python workers)."""
+    command = [str(SCRIPT), "run", "--input", str(source), "--output", str(output), *extra]
+    return subprocess.Popen(
+        [*command, "--weights", "random:0", "--master", "local[2]"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+
+
+def wait_until(process: subprocess.Popen, condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}: {process.stderr.read()}"
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def kill_driver(process: subprocess.Popen) -> None:
+    """SIGKILL the driver alone, as a lost node would; its JVM and Python workers notice
+    their pipes close and exit on their own (killed after 20 s if they have not)."""
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 20
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and process.poll() is None:
-            if list(tmp_path.glob(".out.incomplete-*/extracted.incomplete")):
-                break  # the extraction has started writing
+        while time.monotonic() < deadline:
+            os.killpg(process.pid, 0)
             time.sleep(0.2)
-        assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(2)
-        os.kill(process.pid, signal.SIGKILL)  # the driver, as a lost node would
-        process.wait(timeout=30)
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def staged_units(staging: Path) -> list[Path]:
+    return sorted(staging.glob("extracted.incomplete/run-*/unit-*.parquet"))
+
+
+def test_a_killed_run_resumes_where_it_stopped(spark, capsys, tmp_path):
+    source = tmp_path / "images"
+    write_sample_tree(str(source), per_class=50, seed=5)  # 300 images: 6 tasks and units
+    total = 300
+    output = tmp_path / "out"
+    staging = tmp_path / ".out.incomplete"
+    options = ["--input", str(source), "--weights", "random:0", "--batch-size", "8"]
+
+    process = start_run(source, output, "--batch-size", "8")
+    try:
+        wait_until(process, lambda: staged_units(staging), "it staged a unit")
     finally:
-        time.sleep(3)  # the JVM and workers exit when the driver's pipe closes
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
+        kill_driver(process)
     assert not output.exists()
-    leftovers = list(tmp_path.glob(".out.incomplete-*"))
-    assert leftovers and not any((p / "report.json").exists() for p in leftovers)
+    assert not (staging / "report.json").exists()
+    # Every unit the dead run left is whole (parquet that reads), none is half-written.
+    done = sum(pq.read_table(unit).num_rows for unit in staged_units(staging))
+    assert 0 < done < total, done
+    unit = max(pq.read_table(path).num_rows for path in staged_units(staging))
 
-    report, _ = run_ok(
-        capsys,
-        "--input",
-        str(source),
-        "--output",
-        str(output),
-        "--weights",
-        "random:0",
-        "--overwrite",
+    resumed, printed = run_ok(capsys, *options, "--output", str(output), "--resume")
+    reused, inferred = resumed["resume"]["reused"], resumed["cnn"]["images_inferred"]
+    assert reused >= done and reused + inferred == total
+    assert inferred <= total - done + unit  # the CNN ran on what was not done, at most
+    assert resumed["resume"]["new"] == inferred and len(resumed["resume"]["from_runs"]) == 1
+    assert f"resumed          {reused} images reused from the staging of 1" in printed
+    assert not staging.exists() and not (tmp_path / ".out.lock").exists()
+
+    clean, _ = run_ok(capsys, *options, "--output", str(tmp_path / "clean"))
+    assert clean["cnn"]["images_inferred"] == total
+    assert resumed["counts"] == clean["counts"] and resumed["pca"]["k"] == clean["pca"]["k"]
+    assert resumed["provenance"] == clean["provenance"]
+    ours, theirs = stored_rows(spark, output), stored_rows(spark, tmp_path / "clean")
+    assert_same_features(ours, theirs)
+    assert_same_projection(ours, theirs)
+
+
+def test_two_runs_on_one_output_never_break_each_other(spark, tmp_path):
+    source = tmp_path / "images"
+    write_sample_tree(str(source), per_class=30, seed=9)
+    output = tmp_path / "out"
+    first = start_run(source, output)
+    wait_until(first, lambda: staged_units(tmp_path / ".out.incomplete"), "it staged a unit")
+    live = staged_units(tmp_path / ".out.incomplete")
+
+    second = start_run(source, output, "--overwrite")  # as in the issue
+    _, second_err = second.communicate(timeout=300)
+    if first.poll() is None:  # the first run still works: its staging is all there
+        assert all(path.exists() for path in live)
+    _, first_err = first.communicate(timeout=600)
+
+    assert first.returncode == 0, first_err[-3000:]
+    assert second.returncode == 2, second_err[-3000:]
+    said = [line for line in second_err.splitlines() if line.startswith("fruits-pipeline:")]
+    assert len(said) == 1 and "is being written by run" in said[0], second_err
+    assert f"pid {first.pid}," in said[0]
+    assert "Traceback" not in first_err + second_err
+    report = json.loads((output / "report.json").read_text())
+    assert report["counts"]["featurized"] == report["counts"]["files_seen"] == 180
+    assert report["cnn"]["images_inferred"] == 180
+    assert spark.read.parquet(str(output / "features")).count() == 180
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out"]
+
+
+def test_a_run_whose_staged_rows_vanish_fails_and_blames_no_input(
+    spark, capsys, tmp_path, monkeypatch
+):
+    source = tmp_path / "images"
+    write_sample_tree(str(source), per_class=1, seed=3)
+    featurize_units = extract.featurize_units
+
+    class LosingOne:
+        """The extraction, then one of its units removed, as a stray cleanup would."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            self.frame = featurize_units(*args, **kwargs)
+            self.folder = Path(storage.local_path(args[4]))
+
+        def collect(self):
+            rows = self.frame.collect()
+            next(self.folder.glob("unit-*.parquet")).unlink()
+            return rows
+
+    monkeypatch.setattr(extract, "featurize_units", LosingOne)
+    output = tmp_path / "out"
+    code = main(
+        ["run", "--input", str(source), "--output", str(output), "--weights", "random:0"],
+        default_master="local[2,2]",
     )
-    assert report["counts"]["featurized"] == 150
-    assert (output / "_SUCCESS").exists()
-    assert not list(tmp_path.glob(".out.incomplete-*"))  # cleaned up by the next run
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("fruits-pipeline:")]
+    assert code == 1 and len(said) == 1, err
+    assert "job failed: 1 of the" in said[0] and "went missing while it ran" in said[0]
+    assert "unreadable" not in err
+    assert not output.exists()
 
 
 @pytest.fixture
@@ -307,3 +392,27 @@ def test_incremental_without_previous_run_does_a_full_run(spark, capsys, tmp_pat
     assert report["incremental"]["previous_run"] is False
     assert report["incremental"]["new"] == 6
     shutil.rmtree(tmp_path / "out")
+
+
+def test_incremental_over_another_engine_featurizes_everything_and_says_why(
+    spark, capsys, tmp_path, monkeypatch
+):
+    source = tmp_path / "images"
+    write_sample_tree(str(source), per_class=1, seed=8)
+    output = tmp_path / "out"
+    options = ["--input", str(source), "--output", str(output), "--weights", "random:0"]
+    first, _ = run_ok(capsys, *options)
+    assert first["provenance"]["engine"] == "onnxruntime"
+
+    marker = tmp_path / "crashed-already"
+    marker.touch()  # so this engine never crashes: ONNX Runtime under another name
+    engine = crash_once_engine(monkeypatch, str(marker))
+    second, printed = run_ok(capsys, *options, "--incremental", "--engine", engine)
+    assert second["incremental"]["previous_run"] is False
+    assert second["incremental"]["note"] == (
+        "the run at OUTPUT was made with engine onnxruntime, not crash-once"
+    )
+    assert second["cnn"]["images_inferred"] == 6
+    assert second["provenance"]["engine"] == engine
+    assert second["provenance"]["key"] != first["provenance"]["key"]
+    assert "(nothing reused: the run at OUTPUT was made with engine onnxruntime" in printed

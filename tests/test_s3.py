@@ -16,18 +16,6 @@ from fruits_pipeline.results.location import OutputExistsError, OutputLocation
 from fruits_pipeline.results.writer import write_features_csv
 
 
-@pytest.fixture
-def bucket(moto_endpoint, request):
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    name = "fruits-" + request.node.name.lower().replace("_", "-")[:40]
-    boto3.client("s3", region_name="eu-west-1").create_bucket(
-        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-    )
-    return name
-
-
 def read_object(bucket: str, key: str) -> str:
     body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     return body.decode("utf-8")

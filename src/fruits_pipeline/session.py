@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
+from fruits_pipeline.java_runtime import describe_java, use_java
+
 #: OpenBLAS' thread count, set to one per task.  Spark ML calls the native BLAS from every
 #: task at once (PCA's projection is one ``dgemv`` per row), and a multithreaded OpenBLAS
 #: then spins its threads against the tasks' own; Spark's own guide advises one thread per
@@ -47,7 +49,11 @@ def build_spark(
 
     ``master`` None leaves the master to spark-submit (as on EMR); a ``local[...]`` master
     also makes the Python workers run this interpreter, so they find the same packages.
+    Before this process starts a JVM, the Java it runs on is chosen (java_runtime.use_java):
+    raises NoUsableJava, a BadInput, for a JAVA_HOME Spark cannot run on.
     """
+    if master and SparkSession.getActiveSession() is None:
+        use_java()
     builder = SparkSession.builder.appName(app_name)
     conf = dict(JOB_CONF)
     if master:
@@ -97,8 +103,8 @@ def session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None
 
 def versions(spark: SparkSession) -> dict[str, str]:
     """Return the versions that decide a run's features, but the engine's own: the package,
-    Python, Spark, and the libraries that read, decode and load (Keras loads the weights on
-    the driver whatever the engine)."""
+    Python, Spark and the Java the driver runs on, and the libraries that read, decode and
+    load (Keras loads the weights on the driver whatever the engine)."""
     import keras
     import numpy
     import PIL
@@ -107,10 +113,12 @@ def versions(spark: SparkSession) -> dict[str, str]:
 
     from fruits_pipeline import __version__
 
+    system = spark.sparkContext._jvm.java.lang.System
     return {
         "fruits_pipeline": __version__,
         "python": platform.python_version(),
         "spark": spark.version,
+        "java": describe_java(system.getProperty("java.version"), system.getProperty("java.home")),
         "tensorflow": tensorflow.__version__,
         "keras": keras.__version__,
         "numpy": numpy.__version__,

@@ -34,6 +34,8 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 SUBMITTER = ROOT / "scripts" / "submit_step.py"
 
 BASE = ["--bucket", "fruits-eu", "--input", "s3://fruits-eu/data/Test/", "--run-id", "r1"]
+#: The job's weights: a file on S3, as the cluster has no internet.
+JOB = ["--", "--weights", "s3://models-eu/w.h5"]
 
 
 def pins() -> dict[str, str]:
@@ -54,10 +56,10 @@ def validate(operation: str, params: dict) -> None:
 
 
 def plan_for(tmp_path, argv: list[str], kit: bundle.KitFiles | None = None):
-    parsed = options.parse_options(argv)
+    parsed = options.parse_options(argv if "--" in argv else [*argv, *JOB])
     kit = kit or bundle.KitFiles.find()
     target = targets.target_for(parsed, kit)
-    return parsed, requests.make_plan(parsed, kit, tmp_path, target.job)
+    return parsed, requests.make_plan(parsed, kit, tmp_path, target)
 
 
 # --------------------------------------------------------------------------- cluster config
@@ -87,11 +89,19 @@ def test_cluster_config_is_a_valid_run_job_flow_request(tmp_path):
     assert body["LogUri"] == "s3://fruits-eu/fruits-pipeline/runs/r1/logs/"
     assert body["Steps"] == [plan.job.step]
     action = body["BootstrapActions"][0]["ScriptBootstrapAction"]
+    digest = plan.wheelhouse.lock.digest
     assert action == {
         "Path": "s3://fruits-eu/fruits-pipeline/runs/r1/code/bootstrap-emr.sh",
-        "Args": ["s3://fruits-eu/fruits-pipeline/runs/r1/code/"],
+        "Args": [
+            "s3://fruits-eu/fruits-pipeline/runs/r1/code/",
+            f"s3://fruits-eu/fruits-pipeline/wheelhouse/{digest}/",
+        ],
     }
     assert {"Key": "run-id", "Value": "r1"} in body["Tags"]
+    # AmazonEMRServicePolicy_v2 acts only on what carries this tag
+    assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in body["Tags"]
+    # what the bootstrap installs (about 2 GB, docs/emr.md) fits beside EMR's own software
+    assert body["EbsRootVolumeSize"] >= 30
 
 
 def test_optional_parts_are_dropped_when_not_asked_for(tmp_path):
@@ -204,7 +214,8 @@ def test_layout_with_and_without_prefix(tmp_path):
         "team/fruits/runs/r1/code/bootstrap-emr.sh",
         "team/fruits/runs/r1/code/requirements.txt",
     ]
-    assert {u["ServerSideEncryption"] for u in plan.uploads} == {"AES256"}
+    # no encryption header: the bucket's default encryption applies
+    assert not [u for u in plan.uploads if "ServerSideEncryption" in u or "SSEKMSKeyId" in u]
     _, plan = plan_for(tmp_path, [*BASE, "--prefix", "", "--create"])
     assert plan.layout.output == "s3://fruits-eu/runs/r1/output/"
     assert options.make_run_id(datetime(2025, 1, 31, 14, 25, 1, tzinfo=UTC), "a1b2c3") == (
@@ -274,8 +285,9 @@ def test_py_files_zip_leaves_out_the_submitter_and_the_benchmark(tmp_path):
         assert "fruits_pipeline.emr" not in text and "fruits_pipeline.bench" not in text, name
 
 
-def fake_kit(root: Path) -> bundle.KitFiles:
-    """Write a kit laid out like the checkout under ``root``, with files of its own."""
+def fake_kit(root: Path, changes: dict | None = None) -> bundle.KitFiles:
+    """Write a kit laid out like the checkout under ``root``, with files of its own (its
+    cluster configuration with ``changes``; the checkout's locks)."""
     files = {
         "src/fruits_pipeline/__init__.py": "",
         "src/fruits_pipeline/cli.py": "PROG = 'fake'\n",
@@ -290,10 +302,12 @@ def fake_kit(root: Path) -> bundle.KitFiles:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     template = json.loads((ROOT / "emr" / "cluster-config.json").read_text())
-    (root / "emr").mkdir()
+    (root / "emr" / "lock").mkdir(parents=True)
     (root / "emr" / "cluster-config.json").write_text(
-        json.dumps({**template, "ReleaseLabel": "emr-7.99.0"})
+        json.dumps({**template, "ReleaseLabel": "emr-7.99.0", **(changes or {})})
     )
+    for lock in (ROOT / "emr" / "lock").glob("requirements-*.txt"):
+        (root / "emr" / "lock" / lock.name).write_bytes(lock.read_bytes())
     return bundle.KitFiles.at(root)
 
 
@@ -329,11 +343,11 @@ def test_kit_files_are_found_in_the_checkout_or_refused_in_one_line(tmp_path, ca
 
 def test_shared_file_names_are_the_jobs():
     class Signer:  # share_links signs locally; this stands in for aws.Aws.presign
-        def presign(self, bucket, key, seconds, content_type):
+        def presign(self, bucket, key, seconds, content_type, region):
             return f"{key} {content_type}"
 
     run = s3paths.RunLayout("b", "p/runs/r1")
-    links = dict(cli.share_links(Signer(), run, hours=1))
+    links = dict(cli.share_links(Signer(), run, hours=1, region="eu-west-1"))
     assert set(layout.SHAREABLE) == {layout.CSV, layout.REPORT_HTML, layout.REPORT_JSON}
     assert list(links) == list(layout.SHAREABLE)
     assert links[layout.REPORT_HTML] == "p/runs/r1/output/report.html text/html; charset=utf-8"
@@ -345,14 +359,14 @@ def test_shared_file_names_are_the_jobs():
 @pytest.mark.parametrize("region", ["us-east-1", "eu-west-2", "eu-central-2", "ap-south-1"])
 def test_region_outside_the_eu_is_refused(region):
     with pytest.raises(errors.UsageError, match=f"region {region} is outside the EU"):
-        options.parse_options([*BASE, "--create", "--region", region])
-    parsed = options.parse_options([*BASE, "--create", "--region", region, "--allow-non-eu"])
-    assert parsed.region == region
+        options.parse_options([*BASE, "--create", "--region", region, *JOB])
+    argv = [*BASE, "--create", "--region", region, "--allow-non-eu", *JOB]
+    assert options.parse_options(argv).region == region
 
 
 @pytest.mark.parametrize("region", sorted(["eu-west-1", "eu-central-1", "eu-north-1"]))
 def test_eu_regions_are_accepted(region):
-    assert options.parse_options([*BASE, "--create", "--region", region]).region == region
+    assert options.parse_options([*BASE, "--create", "--region", region, *JOB]).region == region
 
 
 def test_bucket_problems():
@@ -388,6 +402,9 @@ def test_bucket_problems():
         ([*BASE, "--create", "--", "--weights", "/home/me/w.h5"], "cannot read a local file"),
         ([*BASE, "--create", "--", "--variance-threshold", "2"], "job option: argument"),
         ([*BASE, "--create", "--", "--no-such-option"], "job option: unrecognized"),
+        # the job's default weights are a download the cluster cannot make
+        ([*BASE, "--create"], "--weights imagenet (the job's default): the driver would"),
+        ([*BASE, "--create", "--", "--weights", "imagenet"], "which the cluster cannot reach"),
     ],
 )
 def test_wrong_arguments_are_one_line_and_exit_2(capsys, argv, message):

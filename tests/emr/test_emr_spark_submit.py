@@ -35,7 +35,7 @@ def test_the_step_runs_with_local_spark_submit(tmp_path):
         + ["--create", "--", "--weights", "random:0", "--batch-size", "8"]
     )
     kit = bundle.KitFiles.find()
-    plan = requests.make_plan(parsed, kit, tmp_path, targets.target_for(parsed, kit).job)
+    plan = requests.make_plan(parsed, kit, tmp_path, targets.target_for(parsed, kit))
     args = plan.job.step["HadoopJarStep"]["Args"]
 
     # Swap 1: s3:// -> local folders.  The code folder gets exactly what would be uploaded.

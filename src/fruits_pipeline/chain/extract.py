@@ -1,12 +1,15 @@
 """Step 3 of the job: images to features, in the workers, once per image.
 
-``extract_features`` is an iterator pandas UDF: it decodes, resizes and preprocesses a batch
-of images and runs the engine's extractor on the decodable ones.  An image that cannot be
-decoded becomes a row with an ``error`` and no features: it never fails the job.
+``featurize_units`` runs the CNN in the Python workers (``mapInPandas``): it decodes,
+resizes and preprocesses a batch of images and runs the engine's extractor on the decodable
+ones.  An image that cannot be decoded becomes a row with an ``error`` and no features: it
+never fails the job.  Each worker writes its rows itself, as units of the run's staging
+(``results/staging.py``), so that a run that dies keeps all but the units in progress.
 
-``extract`` runs it over a listing and stores one row per listed image as parquet (features,
-or the error; the files Spark's scan skips included), so that the later steps read the CNN's
-output instead of recomputing it.  ``count_rows`` counts what was stored.
+``extract`` runs it over the images a run must featurize and returns the stored rows, one
+per listed image (features, or the error; the files Spark's scan skips included), reused
+ones too, so that the later steps read the CNN's output instead of recomputing it.
+``count_rows`` counts what was stored.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import pandas as pd
 from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from fruits_pipeline import __version__
 from fruits_pipeline.chain.images import (
@@ -35,6 +37,7 @@ from fruits_pipeline.chain.images import (
     reject_reason,
 )
 from fruits_pipeline.chain.listing import Listing, partition_conf
+from fruits_pipeline.chain.provenance import provenance
 from fruits_pipeline.chain.weights import LoadedWeights
 from fruits_pipeline.engines import Engine
 from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak_rss_mb
@@ -46,19 +49,13 @@ from fruits_pipeline.results.report import (
     LabelCount,
     MemoryFacts,
     ModelBuilds,
+    ProvenanceFacts,
     Settings,
 )
+from fruits_pipeline.results.staging import UNIT_IMAGES, Staging, write_unit
 from fruits_pipeline.session import session_conf, versions
 
 log = logging.getLogger(__name__)
-
-#: What the UDF returns per image: features (null on error) and the error (null on success).
-EXTRACTION_TYPE = StructType(
-    [
-        StructField("features", ArrayType(FloatType()), True),
-        StructField("error", StringType(), True),
-    ]
-)
 
 #: The columns that identify one version of an image file.
 IDENTITY = ["path", "length", "modificationTime"]
@@ -70,8 +67,32 @@ STORED_SCHEMA = (
     "features array<float>, error string"
 )
 
+#: What a worker returns per unit it wrote: the unit's file name and the paths of its rows.
+UNIT_SUMMARY = "unit string, paths array<string>"
+
 EMPTY_ERROR = "empty: the file has 0 bytes"
 UNREADABLE_ERROR = "unreadable: listed, but it vanished or could not be read"
+
+
+class StagedRowsLostError(RuntimeError):
+    """Rows this run staged went missing before it could read them: the run fails (exit 1)
+    rather than report its own images as unreadable inputs."""
+
+
+def stored_arrow_schema():
+    """``STORED_SCHEMA`` as arrow types, as the workers write the units."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("label", pa.string()),
+            ("length", pa.int64()),
+            ("modificationTime", pa.timestamp("us", tz="UTC")),
+            ("features", pa.list_(pa.float32())),
+            ("error", pa.string()),
+        ]
+    )
 
 
 @dataclass
@@ -128,22 +149,22 @@ def featurize_batch(contents: pd.Series, extract) -> pd.DataFrame:
     return pd.DataFrame({"features": features, "error": errors})
 
 
-def extract_features(
+def featurize_units(
     images: DataFrame,
-    network: Broadcast,
-    engine: Engine,
-    key: str,
+    network: NetworkOnWorkers,
     counters: ExtractionCounters,
     batch_size: int,
+    folder: str,
     threads_per_task: int = 1,
 ) -> DataFrame:
-    """Return the columns of ``images`` but ``content``, plus ``features``
-    (``array<float>`` of 1280, null on error) and ``error`` (null on success).
+    """Return a DataFrame that, when collected, runs the CNN over ``images`` and writes their
+    rows (``STORED_COLUMNS``: ``features``, null on error, and ``error``, null on success) as
+    units in ``folder``; one row per unit written (``UNIT_SUMMARY``).
 
-    ``network`` is the broadcast payload ``engine`` prepared; ``key`` names that network
-    (its sha256), so that each Python worker builds its extractor once and reuses it for
-    every task.  Nothing runs until the result is written or counted.
+    ``network`` names the engine, the broadcast payload, and the key under which each
+    Python worker builds its extractor once and reuses it for every task.
     """
+    engine, broadcast, key = network.engine, network.broadcast, network.key
     model_builds = counters.model_builds
     images_inferred = counters.images_inferred
     batches = counters.batches
@@ -152,7 +173,7 @@ def extract_features(
     inference_seconds = counters.inference_seconds
     driver_version = __version__
 
-    def featurize(contents: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    def featurize(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # Imported here, on the worker: the cache must be the worker process's own.
         from fruits_pipeline import __version__ as worker_version
         from fruits_pipeline.engines.base import EXTRACTORS
@@ -173,27 +194,67 @@ def extract_features(
             finally:
                 inferring[0] = time.perf_counter() - started
 
-        for series in contents:
-            if extract is None:
-                extract, built = EXTRACTORS.get(
-                    key, lambda: engine.extractor(network.value, threads_per_task)
-                )
-                if built:
-                    model_builds.add(1)
-            for start in range(0, len(series), batch_size):
-                started, inferring[0] = time.perf_counter(), 0.0
-                frame = featurize_batch(series.iloc[start : start + batch_size], timed_extract)
-                inference_seconds.add(inferring[0])
-                decode_seconds.add(time.perf_counter() - started - inferring[0])
-                images_inferred.add(int(frame["features"].notna().sum()))
-                batches.add(1)
-                yield frame
+        def rows() -> Iterator[pd.DataFrame]:
+            nonlocal extract
+            for frame in frames:
+                if extract is None:
+                    extract, built = EXTRACTORS.get(
+                        key, lambda: engine.extractor(broadcast.value, threads_per_task)
+                    )
+                    if built:
+                        model_builds.add(1)
+                for start in range(0, len(frame), batch_size):
+                    part = frame.iloc[start : start + batch_size]
+                    started, inferring[0] = time.perf_counter(), 0.0
+                    result = featurize_batch(part["content"], timed_extract)
+                    inference_seconds.add(inferring[0])
+                    decode_seconds.add(time.perf_counter() - started - inferring[0])
+                    images_inferred.add(int(result["features"].notna().sum()))
+                    batches.add(1)
+                    stored = part[IDENTITY + ["label"]].reset_index(drop=True)
+                    yield stored.assign(features=result["features"], error=result["error"])
+
+        yield from write_units(rows(), folder)
         worker_peak.add({process_name(): own_peak_rss_mb()})
 
-    udf = F.pandas_udf(featurize, EXTRACTION_TYPE)  # type: ignore[call-overload]
-    kept = [name for name in images.columns if name != "content"]
-    result = images.select(*kept, udf("content").alias("_x"))
-    return result.select(*kept, "_x.features", "_x.error")
+    return images.mapInPandas(featurize, UNIT_SUMMARY)
+
+
+def store_units(rows: DataFrame, folder: str) -> DataFrame:
+    """Return a DataFrame that, when collected, writes ``rows`` (``STORED_COLUMNS``, e.g. a
+    previous run's) as units in ``folder``; one row per unit written (``UNIT_SUMMARY``)."""
+
+    def store(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        yield from write_units(frames, folder)
+
+    return rows.select(*STORED_COLUMNS).mapInPandas(store, UNIT_SUMMARY)
+
+
+def write_units(frames: Iterator[pd.DataFrame], folder: str) -> Iterator[pd.DataFrame]:
+    """Write the row frames of one task as units of ``UNIT_IMAGES`` rows (the last one
+    smaller) in ``folder``; yield one ``UNIT_SUMMARY`` row per unit.  Runs in a worker."""
+    schema = stored_arrow_schema()
+    pending: list[pd.DataFrame] = []
+    count = 0
+
+    def flush() -> pd.DataFrame:
+        nonlocal count
+        unit = pd.concat(pending, ignore_index=True)[STORED_COLUMNS]
+        pending.clear()
+        count = 0
+        name, paths = write_unit(folder, unit, schema)
+        return pd.DataFrame({"unit": [name], "paths": [paths]})
+
+    for frame in frames:
+        while len(frame):
+            room = UNIT_IMAGES - count
+            pending.append(frame.iloc[:room])
+            count += len(pending[-1])
+            frame = frame.iloc[room:]
+            if count >= UNIT_IMAGES:
+                yield flush()
+    if pending:
+        yield flush()
 
 
 @dataclass
@@ -221,18 +282,27 @@ class Extraction:
 
     def report_counts(self, files_seen: int, csv_rows: int) -> Counts:
         """Return the report's counts section: the stored rows' counts, with the files the
-        listing saw and the rows the CSV got."""
+        listing saw and the rows the CSV got.
+
+        Raises StagedRowsLostError when the rows stored are not one per file seen."""
+        if self.counts.files_seen != files_seen:
+            raise StagedRowsLostError(
+                f"{self.counts.files_seen} rows were stored for {files_seen} listed images: "
+                "staged rows went missing or were doubled; nothing was published"
+            )
         return replace(self.counts, files_seen=files_seen, csv_rows=csv_rows)
 
 
 @dataclass(frozen=True)
 class NetworkOnWorkers:
-    """A prepared network as the workers get it: the engine, its broadcast payload, and
-    the key of each worker's cache (the engine and the payload's sha256)."""
+    """A prepared network as the workers get it: the engine, its broadcast payload, the key
+    of each worker's cache (the engine and the payload's sha256), and the provenance of the
+    features it makes."""
 
     engine: Engine
     broadcast: Broadcast
     key: str
+    provenance: ProvenanceFacts
 
     def __enter__(self) -> NetworkOnWorkers:
         return self
@@ -247,67 +317,105 @@ def broadcast_network(
     """Prepare ``engine``'s network from ``weights`` on the driver and broadcast it."""
     prepared = engine.prepare(weights)
     broadcast = spark.sparkContext.broadcast(prepared.payload)
-    return NetworkOnWorkers(engine, broadcast, f"{engine.name}:{prepared.sha256}")
+    return NetworkOnWorkers(
+        engine,
+        broadcast,
+        f"{engine.name}:{prepared.sha256}",
+        provenance(engine, prepared, weights.arrays_sha256),
+    )
+
+
+@dataclass
+class ExtractionWork:
+    """What an extraction does: the images it featurizes, and the rows it reuses."""
+
+    #: the images to featurize (``read_images``' columns), None when there are none
+    images: DataFrame | None
+    #: their paths, as the listing scanned them
+    paths: list[str]
+    #: rows (``STORED_COLUMNS``) this run copies into its own units: a previous run's
+    copied: DataFrame | None = None
+    #: rows (``STORED_COLUMNS``) interrupted runs staged, read where they are
+    staged: DataFrame | None = None
+
+    @classmethod
+    def everything(cls, listing: Listing) -> ExtractionWork:
+        """Every image of ``listing`` through the CNN, nothing reused."""
+        return cls(listing.images, listing.scanned_paths)
 
 
 def extract(
     spark: SparkSession,
     listing: Listing,
-    images: DataFrame,
+    work: ExtractionWork,
     network: NetworkOnWorkers,
     batch_size: int,
     threads_per_task: int,
-    uri: str,
-    reused: DataFrame | None = None,
+    staging: Staging,
 ) -> Extraction:
-    """Run the CNN over ``images`` and store one row per listed image as parquet at ``uri``:
-    features or an error, plus the ``reused`` rows (``STORED_COLUMNS``) and rows for the
-    files the scan skipped (empty, vanished or unreadable).
+    """Run the CNN over ``work.images``, the workers storing the rows as units of this
+    run's ``staging``; copy ``work.copied`` there too, add rows for the files the scan
+    skipped (empty, vanished or unreadable), and return every stored row, ``work.staged``
+    included: one per listed image.
 
-    Input partitions are sized from the listing.
+    Raises StagedRowsLostError when a unit this run wrote is gone before it is read.
+    Input partitions are sized from the images to featurize.
     """
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
     counters = ExtractionCounters.create(spark)
-    extracted = extract_features(
-        images,
-        network.broadcast,
-        network.engine,
-        network.key,
-        counters,
-        batch_size=batch_size,
-        threads_per_task=threads_per_task,
-    )
-    if reused is not None:
-        extracted = extracted.unionByName(reused)
-    if listing.empty_paths:
-        extracted = extracted.unionByName(
-            missing_rows(spark, listing, listing.empty_paths, EMPTY_ERROR)
+    folder = staging.units_folder()
+    spark_folder = storage.spark_uri(folder)
+    written = []
+    if work.images is not None and work.paths:
+        featurized = featurize_units(
+            work.images, network, counters, batch_size, spark_folder, threads_per_task
         )
-    sizing = partition_conf(
-        listing.files_seen, listing.total_bytes, spark.sparkContext.defaultParallelism
-    )
-    with log_progress(spark, "extract"), session_conf(spark, sizing):
-        storage.write_parquet(extracted, uri, mode="overwrite")
-    report_unreadable(spark, listing, uri)
-    return Extraction(spark.read.parquet(uri), counters)
-
-
-def missing_rows(spark: SparkSession, listing: Listing, paths: list[str], error: str) -> DataFrame:
-    """Rejected rows (``STORED_SCHEMA``) for files the scan never returned, with ``error``."""
-    size = 0 if error == EMPTY_ERROR else None
-    rows = [(p, label_from_path(p, listing.root), size, None, None, error) for p in paths]
-    return spark.createDataFrame(rows, STORED_SCHEMA)
-
-
-def report_unreadable(spark: SparkSession, listing: Listing, extracted_uri: str) -> None:
-    """Append rejected rows for listed files the scan skipped (vanished or unreadable)."""
-    written = {row["path"] for row in spark.read.parquet(extracted_uri).select("path").collect()}
-    lost = [p for p in listing.paths if p not in written]
+        sizing = partition_conf(
+            len(work.paths),
+            sum(listing.stamps[path][0] for path in work.paths),
+            spark.sparkContext.defaultParallelism,
+        )
+        with log_progress(spark, "extract"), session_conf(spark, sizing):
+            written += featurized.collect()
+    if work.copied is not None:
+        written += store_units(work.copied, spark_folder).collect()
+    stored_paths = {path for unit in written for path in unit["paths"]}
+    lost = [path for path in work.paths if path not in stored_paths]
     if lost:
         log.warning("%d listed files could not be read: %s", len(lost), lost[:5])
-        storage.write_parquet(
-            missing_rows(spark, listing, lost, UNREADABLE_ERROR), extracted_uri, mode="append"
+    skipped = missing_rows(listing, listing.empty_paths, EMPTY_ERROR) + missing_rows(
+        listing, lost, UNREADABLE_ERROR
+    )
+    if skipped:
+        frame = pd.DataFrame(skipped, columns=STORED_COLUMNS)
+        written.append({"unit": write_unit(folder, frame, stored_arrow_schema())[0]})
+    stored = None
+    if written:
+        stored = spark.read.schema(STORED_SCHEMA).parquet(spark_folder)
+        check_units(folder, [unit["unit"] for unit in written], stored.inputFiles())
+    if work.staged is not None:
+        stored = work.staged if stored is None else stored.unionByName(work.staged)
+    if stored is None:
+        stored = spark.createDataFrame([], STORED_SCHEMA)
+    return Extraction(stored, counters)
+
+
+def check_units(folder: str, units: list[str], files: list[str]) -> None:
+    """Raise StagedRowsLostError unless every unit in ``units`` is among ``files`` (what
+    Spark's reader will read): rows this run staged must never pass for unread inputs."""
+    present = {file.rstrip("/").rsplit("/", 1)[-1] for file in files}
+    missing = [unit for unit in units if unit not in present]
+    if missing:
+        raise StagedRowsLostError(
+            f"{len(missing)} of the {len(units)} units of rows this run staged in {folder} "
+            "went missing while it ran (was its staging removed?): nothing was published"
         )
+
+
+def missing_rows(listing: Listing, paths: list[str], error: str) -> list[tuple]:
+    """Rejected rows (``STORED_COLUMNS``) for files the scan never returned, with ``error``."""
+    size = 0 if error == EMPTY_ERROR else None
+    return [(p, label_from_path(p, listing.root), size, None, None, error) for p in paths]
 
 
 def count_rows(stored: DataFrame) -> Counts:
@@ -380,4 +488,5 @@ def extraction_sections(
             incremental=incremental,
         ),
         "versions": {**versions(spark), **network.engine.versions()},
+        "provenance": network.provenance,
     }

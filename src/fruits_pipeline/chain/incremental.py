@@ -1,10 +1,13 @@
-"""Incremental runs: reuse the features of images that did not change since the last run.
+"""Incremental runs: the finished run at OUTPUT, whose rows may be reused.
 
-An image is unchanged when its path, size (bytes) and modification time are the same as in
-the previous run's ``features/`` or ``rejected/`` table.  Only new and changed images go
-through the CNN; images that disappeared are dropped; the PCA is refitted over all.  What
-``train`` made from the previous features (the classifier) is not kept: the new run's
-features and PCA are other ones.
+Its rows are reusable only when it was made under the run's own provenance key
+(``chain/provenance.py``): the same engine, network, precision and code.  Rows of another
+engine, other weights, or of a run that recorded no key (made before keys existed), are
+never mixed in: everything is featurized again, and the report says why.  Which images keep
+their rows (same path, size and modification time) is ``chain/reuse.py``'s business.
+
+What ``train`` made from the previous features (the classifier) is never kept: the new run's
+features and PCA are other ones (``remove_trained_outputs``).
 """
 
 from __future__ import annotations
@@ -15,80 +18,55 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_pipeline.chain.extract import IDENTITY, STORED_COLUMNS
+from fruits_pipeline.chain.extract import STORED_COLUMNS
 from fruits_pipeline.results import layout, storage
 from fruits_pipeline.results.location import OutputLocation
-from fruits_pipeline.results.report import IncrementalFacts, read_report
+from fruits_pipeline.results.report import ProvenanceFacts, read_report
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class IncrementalPlan:
-    """What an incremental run reuses and what it featurizes, with the counts."""
+class PreviousRun:
+    """The finished run at OUTPUT: its stored rows when they may be reused, else why not."""
 
-    reused: DataFrame  # STORED_COLUMNS
-    to_featurize: DataFrame  # rows of the listing that go through the CNN
-    facts: IncrementalFacts
+    rows: DataFrame | None
+    note: str | None = None
 
 
-def previous_rows(spark: SparkSession, output: str, arrays_sha256: str) -> DataFrame | None:
-    """Return the stored rows (``STORED_COLUMNS``) of the finished run at ``output`` if they
-    can be reused, else None.
+def previous_run(spark: SparkSession, output: str, provenance: ProvenanceFacts) -> PreviousRun:
+    """Return the rows (``STORED_COLUMNS``) of the finished run at ``output`` if they were
+    made under ``provenance``'s key, else why they cannot be reused.
 
-    A run is reusable when its report and ``_SUCCESS`` marker exist and it used the same
-    weights (same sha256 of the weight arrays): features of other weights are never mixed in.
+    A run is finished when its report and ``_SUCCESS`` marker exist.
     """
     report_uri = storage.join(output, layout.REPORT_JSON)
     if not (storage.exists(report_uri) and storage.exists(storage.join(output, layout.SUCCESS))):
-        log.info("incremental: no finished run at %s, featurizing everything", output)
-        return None
-    weights = read_report(report_uri).weights
-    if weights.arrays_sha256 != arrays_sha256:
-        log.warning(
-            "incremental: the run at %s used other weights (%s): featurizing everything",
+        return _nothing(output, "no finished run at OUTPUT")
+    theirs = read_report(report_uri).provenance
+    if theirs is None:
+        return _nothing(
             output,
-            weights.source,
+            "the run at OUTPUT recorded no provenance key (it predates them): the engine "
+            "and network that made its features are unknown",
         )
-        return None
+    if theirs.key != provenance.key:
+        return _nothing(output, "the run at OUTPUT was made with " + provenance.differences(theirs))
     kept = spark.read.parquet(storage.spark_uri(storage.join(output, layout.FEATURES)))
     failed = spark.read.parquet(storage.spark_uri(storage.join(output, layout.REJECTED)))
-    return (
+    rows = (
         kept.withColumn("error", F.lit(None).cast("string"))
         .select(*STORED_COLUMNS)
         .unionByName(
             failed.withColumn("features", F.lit(None).cast("array<float>")).select(*STORED_COLUMNS)
         )
     )
+    return PreviousRun(rows)
 
 
-def plan_incremental(images: DataFrame, previous: DataFrame) -> IncrementalPlan:
-    """Split the listed ``images`` into rows of ``previous`` to reuse and rows to featurize.
-
-    Counts: ``reused`` (same path, size and time), ``new`` (path not seen before),
-    ``changed`` (path seen, size or time differ), ``removed`` (in the previous run, gone).
-    """
-    current = images.select(*IDENTITY)
-    before = previous.select(*IDENTITY)
-    reused = previous.join(current, IDENTITY, "left_semi")
-    to_featurize = images.join(F.broadcast(reused.select(*IDENTITY)), IDENTITY, "left_anti")
-    reused_count = reused.count()
-    new = current.join(before, "path", "left_anti").count()
-    facts = IncrementalFacts(
-        previous_run=True,
-        reused=reused_count,
-        new=new,
-        changed=current.count() - reused_count - new,
-        removed=before.join(current, "path", "left_anti").count(),
-    )
-    log.info(
-        "incremental: %d reused, %d new, %d changed, %d removed",
-        facts.reused,
-        facts.new,
-        facts.changed,
-        facts.removed,
-    )
-    return IncrementalPlan(reused=reused, to_featurize=to_featurize, facts=facts)
+def _nothing(output: str, note: str) -> PreviousRun:
+    log.warning("incremental: featurizing everything: %s (%s)", note, output)
+    return PreviousRun(None, note)
 
 
 def trained_outputs(output: str) -> list[str]:

@@ -14,19 +14,15 @@ from pyspark.sql import SparkSession
 
 from fruits_pipeline import engines
 from fruits_pipeline.chain.extract import broadcast_network, extract, extraction_sections
-from fruits_pipeline.chain.incremental import (
-    plan_incremental,
-    previous_rows,
-    remove_trained_outputs,
-    trained_outputs,
-)
+from fruits_pipeline.chain.incremental import previous_run, remove_trained_outputs, trained_outputs
 from fruits_pipeline.chain.listing import InputError, Listing, list_images
 from fruits_pipeline.chain.pca import fit_two_pass_pca, linear_algebra, project
+from fruits_pipeline.chain.reuse import plan_reuse
 from fruits_pipeline.chain.weights import WeightsSpec, load_weights
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_VARIANCE_THRESHOLD
 from fruits_pipeline.progress import StageClock
 from fruits_pipeline.results.location import OutputLocation
-from fruits_pipeline.results.report import IncrementalFacts, PcaFacts, RunReport
+from fruits_pipeline.results.report import PcaFacts, RunReport
 from fruits_pipeline.results.writer import ResultsWriter
 from fruits_pipeline.session import engine_threads
 
@@ -45,6 +41,7 @@ class JobConfig:
     limit: int | None = None
     overwrite: bool = False
     incremental: bool = False
+    resume: bool = False
     engine: str = engines.DEFAULT_ENGINE
 
 
@@ -63,9 +60,9 @@ def list_input(spark: SparkSession, uri: str, limit: int | None, at_least: int =
 def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float = 0.0) -> RunReport:
     """Run the whole chain and return the run report.
 
-    Raises a BadInput (InputError, WeightsError, OutputExistsError, PCAInputError) for
-    inputs that cannot make a run; in every failure case nothing at OUTPUT looks like a
-    finished run.
+    Raises a BadInput (InputError, WeightsError, OutputExistsError, OutputBusyError,
+    PCAInputError) for inputs that cannot make a run; in every failure case nothing at
+    OUTPUT looks like a finished run, and the rows staged so far are kept for ``--resume``.
     """
     clock = StageClock(
         {"spark_start": round(spark_start_seconds, 3)} if spark_start_seconds else None
@@ -74,90 +71,81 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
     location = OutputLocation.prepare(config.output, config.overwrite or config.incremental)
     writer = ResultsWriter(spark, location)
 
-    with clock.stage("list"):
-        listing = list_input(spark, config.input, config.limit, at_least=2)
-    # The network is prepared once, on the driver, and broadcast to the workers.
-    with clock.stage("model"):
-        weights = load_weights(config.weights)
-        network = broadcast_network(spark, engine, weights)
+    # One run at a time on an OUTPUT: a second one refuses here, naming the first.
+    with location.claimed(writer.run_id):
+        with clock.stage("list"):
+            listing = list_input(spark, config.input, config.limit, at_least=2)
+        # The network is prepared once, on the driver, and broadcast to the workers.
+        with clock.stage("model"):
+            weights = load_weights(config.weights)
+            network = broadcast_network(spark, engine, weights)
 
-    previous = None
-    trained = []
-    if config.incremental:
-        previous = previous_rows(spark, location.final, weights.arrays_sha256)
-        trained = trained_outputs(location.final)
-    with network, writer.staged(keep_previous=previous is not None):
-        remove_trained_outputs(location, trained)
-        with clock.stage("extract"):
-            plan = plan_incremental(listing.images, previous) if previous is not None else None
-            extraction = extract(
-                spark,
-                listing,
-                plan.to_featurize if plan else listing.images,
-                network,
-                config.batch_size,
-                engine_threads(spark),
-                writer.extracted_uri,
-                reused=plan.reused if plan else None,
+        previous = None
+        trained = []
+        if config.incremental:
+            previous = previous_run(spark, location.final, network.provenance)
+            trained = trained_outputs(location.final)
+        keep_previous = previous is not None and previous.rows is not None
+        with network, writer.staged(network.provenance, config.resume, keep_previous) as staging:
+            # A classifier trained on the previous features never survives beside new ones.
+            remove_trained_outputs(location, trained)
+            with clock.stage("extract"):
+                plan = plan_reuse(spark, listing, staging, config.resume, previous)
+                if plan.incremental is not None:
+                    plan.incremental.classifier_removed = bool(trained)
+                extraction = extract(
+                    spark,
+                    listing,
+                    plan.work,
+                    network,
+                    config.batch_size,
+                    engine_threads(spark),
+                    staging,
+                )
+            featurized = extraction.counts.featurized
+            log.info("featurized %d images, rejected %d", featurized, extraction.counts.rejected)
+            if featurized < 2:
+                raise InputError(
+                    f"only {featurized} of {listing.files_seen} images could be decoded: "
+                    "PCA needs at least 2"
+                )
+
+            # The PCA's passes read the stored features: the CNN never runs twice.
+            with clock.stage("pca"):
+                algebra = linear_algebra(spark)
+                pca = fit_two_pass_pca(extraction.valid, config.variance_threshold)
+
+            with clock.stage("write"):
+                writer.write_tables(project(pca.model, extraction.valid), extraction.rejected)
+                writer.write_pca_model(pca.model)
+                csv_rows = writer.write_csv(pca.k)
+
+            report = RunReport(
+                status="succeeded",
+                input=config.input,
+                output=location.final,
+                counts=extraction.report_counts(listing.files_seen, csv_rows),
+                pca=PcaFacts(
+                    k=pca.k,
+                    variance_threshold=config.variance_threshold,
+                    variance_kept=pca.variance_kept,
+                    fitted_on_rows=pca.rows,
+                    cumulative_explained_variance=pca.cumulative_variance,
+                    linear_algebra=algebra,
+                ),
+                weights=weights.facts(),
+                outputs=writer.outputs(pca_model=True),
+                incremental=plan.incremental,
+                resume=plan.resume,
+                **extraction_sections(
+                    spark,
+                    extraction,
+                    network,
+                    config.batch_size,
+                    config.limit,
+                    featurized_now=featurized - plan.reused_featurized,
+                    incremental=config.incremental,
+                ),
             )
-        featurized = extraction.counts.featurized
-        log.info("featurized %d images, rejected %d", featurized, extraction.counts.rejected)
-        if featurized < 2:
-            raise InputError(
-                f"only {featurized} of {listing.files_seen} images could be decoded: "
-                "PCA needs at least 2"
-            )
-
-        # The PCA's passes read the stored features: the CNN never runs twice.
-        with clock.stage("pca"):
-            algebra = linear_algebra(spark)
-            pca = fit_two_pass_pca(extraction.valid, config.variance_threshold)
-
-        with clock.stage("write"):
-            writer.write_tables(project(pca.model, extraction.valid), extraction.rejected)
-            writer.write_pca_model(pca.model)
-            csv_rows = writer.write_csv(pca.k)
-
-        report = RunReport(
-            status="succeeded",
-            input=config.input,
-            output=location.final,
-            counts=extraction.report_counts(listing.files_seen, csv_rows),
-            pca=PcaFacts(
-                k=pca.k,
-                variance_threshold=config.variance_threshold,
-                variance_kept=pca.variance_kept,
-                fitted_on_rows=pca.rows,
-                cumulative_explained_variance=pca.cumulative_variance,
-                linear_algebra=algebra,
-            ),
-            weights=weights.facts(),
-            outputs=writer.outputs(pca_model=True),
-            incremental=_incremental_facts(config, plan, listing, bool(trained)),
-            **extraction_sections(
-                spark,
-                extraction,
-                network,
-                config.batch_size,
-                config.limit,
-                featurized_now=featurized - (plan.facts.reused if plan else 0),
-                incremental=config.incremental,
-            ),
-        )
-        writer.publish(report, clock.total())
+            writer.publish(report, clock.total())
     return report
-
-
-def _incremental_facts(
-    config: JobConfig, plan, listing: Listing, classifier_removed: bool
-) -> IncrementalFacts | None:
-    if not config.incremental:
-        return None
-    if plan is not None:
-        facts = plan.facts
-    else:
-        facts = IncrementalFacts(
-            previous_run=False, reused=0, new=listing.files_seen, changed=0, removed=0
-        )
-    facts.classifier_removed = classifier_removed
-    return facts

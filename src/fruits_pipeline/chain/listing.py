@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -35,10 +35,18 @@ class Listing:
     paths: list[str]  # every image file found, sorted; zero-byte files included
     empty_paths: list[str]  # zero-byte image files, which the scan skips
     total_bytes: int = 0  # of all image files listed
+    #: path -> (bytes, modification time in µs since the epoch) of every scanned image: the
+    #: version of a file that reused rows must match (``extract.IDENTITY``)
+    stamps: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     @property
     def files_seen(self) -> int:
         return len(self.paths)
+
+    @property
+    def scanned_paths(self) -> list[str]:
+        """The listed paths that the scan returns (every one but the zero-byte files)."""
+        return [path for path in self.paths if path in self.stamps]
 
 
 def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
@@ -56,8 +64,11 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
     root = storage.spark_uri(uri).rstrip("/")
     try:
         images = read_images(spark, root)
-        sizes = {row["path"]: row["length"] for row in images.select("path", "length").collect()}
-        scanned = set(sizes)
+        stamps = {
+            row["path"]: (row["length"], row["micros"])
+            for row in images.select("path", "length", stamp_micros().alias("micros")).collect()
+        }
+        scanned = set(stamps)
         indexed = {hadoop_path_string(name) for name in images.inputFiles()}
     except AnalysisException as error:
         raise InputError(f"cannot read input {uri!r}: {str(error).splitlines()[0]}") from None
@@ -69,8 +80,17 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
         kept = [p for p in every if p in scanned]
         images = read_images(spark, root, files=kept) if kept else images.limit(0)
     empty = [p for p in every if p not in scanned]
-    total = sum(sizes.get(p, 0) for p in every)
-    return Listing(images=images, root=root, paths=every, empty_paths=empty, total_bytes=total)
+    kept = {p: stamps[p] for p in every if p in scanned}
+    total = sum(length for length, _ in kept.values())
+    return Listing(
+        images=images, root=root, paths=every, empty_paths=empty, total_bytes=total, stamps=kept
+    )
+
+
+def stamp_micros(column: str = "modificationTime") -> Column:
+    """Spark column: a modification time as whole µs since the epoch (exact, whatever the
+    time zones of the driver and the session)."""
+    return F.unix_micros(F.col(column))
 
 
 #: Images per extraction task: enough to amortise a task's start (tiny JPEGs otherwise make

@@ -15,7 +15,12 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 
 from fruits_pipeline import engines
-from fruits_pipeline.chain.extract import broadcast_network, extract, extraction_sections
+from fruits_pipeline.chain.extract import (
+    ExtractionWork,
+    broadcast_network,
+    extract,
+    extraction_sections,
+)
 from fruits_pipeline.chain.job import list_input
 from fruits_pipeline.chain.pca import project
 from fruits_pipeline.chain.weights import LoadedWeights, WeightsError, WeightsSpec
@@ -115,16 +120,16 @@ def transform_job(
     model_uri = storage.join(config.model, layout.PCA_MODEL)
     pca_model = PipelineModel.load(storage.spark_uri(model_uri))
     network = broadcast_network(spark, engine, weights)
-    with network, writer.staged():
+    with location.claimed(writer.run_id), network, writer.staged(network.provenance) as staging:
         with clock.stage("extract"):
             extraction = extract(
                 spark,
                 listing,
-                listing.images,
+                ExtractionWork.everything(listing),
                 network,
                 config.batch_size,
                 engine_threads(spark),
-                writer.extracted_uri,
+                staging,
             )
         featurized = extraction.counts.featurized
         log.info("featurized %d images, rejected %d", featurized, extraction.counts.rejected)

@@ -73,6 +73,13 @@ def add_parser(commands, default_master: str | None) -> None:
         "size and modification time are unchanged, featurize only new or changed ones, drop "
         "removed ones, and refit the PCA (implies --overwrite)",
     )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the rows that an interrupted run on OUTPUT staged, if they were made "
+        "with the same weights, engine and code (the provenance key), and featurize only "
+        "the rest; harmless when there is nothing to resume",
+    )
     add_spark_options(run, default_master)
 
 
@@ -122,6 +129,7 @@ def execute(args: argparse.Namespace) -> int:
             limit=args.limit,
             overwrite=args.overwrite,
             incremental=args.incremental,
+            resume=args.resume,
             engine=args.engine,
         )
         OutputLocation.prepare(config.output, config.overwrite or config.incremental)
@@ -160,7 +168,17 @@ def summary(report: RunReport) -> str:
         lines.insert(
             5,
             f"  incremental      {inc.reused} reused, {inc.new} new, {inc.changed} "
-            f"changed, {inc.removed} removed",
+            f"changed, {inc.removed} removed"
+            + (f" (nothing reused: {inc.note})" if inc.note else ""),
+        )
+    if report.resume:
+        done = report.resume
+        lines.insert(
+            5,
+            f"  resumed          {done.reused} images reused from the staging of "
+            f"{len(done.from_runs)} interrupted run(s), {done.new} featurized now"
+            if done.from_runs
+            else f"  resumed          nothing: {done.note}",
         )
         if inc.classifier_removed:
             lines.append(

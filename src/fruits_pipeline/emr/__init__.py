@@ -8,8 +8,10 @@ It runs on the user's machine and never on the cluster, so it is left out of the
 - ``guards``: the EU and privacy guards;
 - ``options``: the command line, checked (the job's options by the job's own parser);
 - ``bundle``: the kit's files and the code uploaded for the cluster;
+- ``wheelhouse``: the lock, and the wheelhouse the nodes install from, uploaded once per lock;
+- ``lock``: ``python -m fruits_pipeline.emr.lock``, the locks from pyproject.toml's pins;
 - ``requests``: every request of a run, built without I/O, and the dry-run list;
-- ``aws``: the boto3 session and the S3 calls;
+- ``aws``: the boto3 session, the S3 calls and the presigned links;
 - ``targets``: the seam where a cluster target plugs in (EMR on EC2 today);
 - ``watch``: following a step until it ends;
 - ``cli``: ``main`` and the run flow.

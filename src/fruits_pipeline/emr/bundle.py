@@ -55,6 +55,10 @@ class KitFiles:
     def cluster_config(self) -> Path:
         return self.root / "emr" / "cluster-config.json"
 
+    def lock(self, architecture: str) -> Path:
+        """The wheelhouse lock of ``architecture`` (emr/wheelhouse.py says what it is)."""
+        return self.root / "emr" / "lock" / f"requirements-{architecture}.txt"
+
     @classmethod
     def at(cls, root: Path) -> KitFiles:
         """Return the kit under ``root``; raise UsageError when a file of it is missing."""

@@ -1,5 +1,6 @@
 """The submitter's command line: ``main`` checks the arguments, then runs the flow (plan,
-guards, upload, submit, watch, share) and prints what a person needs to follow the run.
+guards, wheelhouse, upload, submit, watch, share) and prints what a person needs to follow
+the run.
 
 Exit codes: 0 submitted (or succeeded, with --wait); 1 an AWS error or a failed step; 2 a
 wrong argument or a refused setting (one line on stderr); 130 Ctrl-C while watching.
@@ -23,6 +24,7 @@ from fruits_pipeline.emr.requests import Plan, dry_run_requests, make_plan
 from fruits_pipeline.emr.s3paths import RunLayout
 from fruits_pipeline.emr.targets import Submission, target_for
 from fruits_pipeline.emr.watch import wait_report, watch_step
+from fruits_pipeline.emr.wheelhouse import LOCK_NAME, Published, Wheelhouse, cache_folder, publish
 from fruits_pipeline.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, BadInput
 from fruits_pipeline.results.layout import SHAREABLE
 
@@ -30,11 +32,12 @@ from fruits_pipeline.results.layout import SHAREABLE
 log = logging.getLogger("fruits_pipeline.emr")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, kit: KitFiles | None = None) -> int:
     """Run the command line and return the exit code.
 
     Messages start with the console script's name when started as ``fruits-pipeline-emr``,
     and with ``submit_step.py`` otherwise (the script, or ``main`` called with ``argv``).
+    ``kit`` is where the kit's files are (default: the checkout this package runs from).
     """
     prog = program_name(sys.argv[0]) if argv is None else PROG
     argv = sys.argv[1:] if argv is None else argv
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
     try:
-        return run(options, KitFiles.find())
+        return run(options, kit or KitFiles.find())
     except (BadInput, ProfileNotFound) as error:
         return fail(prog, f"error: {error}", EXIT_USAGE)
     except ClientError as error:
@@ -67,12 +70,9 @@ def run(options: Options, kit: KitFiles) -> int:
     """Submit (or dry-run) the run described by ``options``; return the exit code."""
     target = target_for(options, kit)
     with tempfile.TemporaryDirectory(prefix="submit-step-") as workdir:
-        plan = make_plan(options, kit, Path(workdir), target.job)
+        plan = make_plan(options, kit, Path(workdir), target)
     if options.dry_run:
-        requests = [request.as_json() for request in dry_run_requests(options, plan)]
-        print(json.dumps(requests, indent=2))
-        log.info("dry run: nothing was sent")
-        return EXIT_OK
+        return dry_run(options, plan)
 
     aws = Aws(options.region, options.profile)
     check_buckets(
@@ -84,10 +84,14 @@ def run(options: Options, kit: KitFiles) -> int:
         force=options.force,
     )
     log_uri = target.prepare(aws, plan.layout)
+    published = None
+    if plan.wheelhouse is not None:
+        folder = cache_folder(plan.wheelhouse.lock.digest)
+        published = publish(aws, plan.wheelhouse, folder, plan.sse)
     aws.upload(plan.files, plan.uploads)
     submission = target.submit(aws, plan.job)
     places = target.log_places(submission, log_uri)
-    print(summary(options, plan, submission, places))
+    print(summary(options, plan, submission, places, published))
 
     if options.wait:
         step_id, cluster_id = submission.step_id, submission.cluster_id
@@ -107,17 +111,71 @@ def run(options: Options, kit: KitFiles) -> int:
             return EXIT_FAILED
     if options.share:
         expires = datetime.now(UTC) + timedelta(hours=options.share_hours)
-        links = share_links(aws, plan.layout, options.share_hours)
+        region = aws.bucket_region(plan.layout.bucket)
+        links = share_links(aws, plan.layout, options.share_hours, region)
         print(share_report(links, expires, waited=options.wait))
     return EXIT_OK
 
 
-def summary(options: Options, plan: Plan, submission: Submission, places: dict) -> str:
+def dry_run(options: Options, plan: Plan) -> int:
+    """Print every request the run would send, as JSON, and send none of them.  The one call
+    it makes is a read: the wheelhouse's listing, to say whether it would be uploaded or
+    reused."""
+    missing = None
+    if plan.wheelhouse is not None:
+        missing = wheelhouse_missing(options, plan.wheelhouse)
+    requests = [request.as_json() for request in dry_run_requests(options, plan, missing)]
+    print(json.dumps(requests, indent=2))
+    if plan.wheelhouse is not None:
+        log.info("dry run: %s", wheelhouse_plan(plan.wheelhouse, missing))
+    log.info("dry run: nothing was sent")
+    return EXIT_OK
+
+
+def wheelhouse_missing(options: Options, wheelhouse: Wheelhouse) -> list[str] | None:
+    """Return what the wheelhouse lacks in S3, by its listing; None when it cannot be read."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        aws = Aws(options.region, options.profile)
+        return wheelhouse.missing(aws.list_keys(wheelhouse.bucket, wheelhouse.prefix + "/"))
+    except (BotoCoreError, ClientError) as error:
+        log.warning("could not list the wheelhouse %s: %s", wheelhouse.uri, error)
+        return None
+
+
+def wheelhouse_plan(wheelhouse: Wheelhouse, missing: list[str] | None) -> str:
+    """Return what a run would do with the wheelhouse: reuse it, or upload (some of) it."""
+    count = len(wheelhouse.lock.wheels)
+    if missing is None:
+        return f"the wheelhouse {wheelhouse.uri} could not be listed: uploaded if absent"
+    if not missing:
+        return f"the wheelhouse {wheelhouse.uri} is complete ({count} wheels): reused"
+    wheels = len([name for name in missing if name != LOCK_NAME])
+    return (
+        f"the wheelhouse {wheelhouse.uri} would be uploaded: {wheels} of {count} wheels "
+        "and the lock (built first with pip download)"
+    )
+
+
+def summary(
+    options: Options,
+    plan: Plan,
+    submission: Submission,
+    places: dict,
+    published: Published | None,
+) -> str:
     """Return the human summary printed after submitting."""
-    sse = plan.uploads[0]["ServerSideEncryption"]
+    sse = plan.sse.get("SSEKMSKeyId")
+    encryption = f"SSE-KMS with {sse}" if sse else "the bucket's default encryption"
     lines = [
         f"fruits-pipeline on EMR: run {options.run_id}",
-        f"  code     {plan.layout.code} ({len(plan.files)} files, {sse})",
+        f"  code     {plan.layout.code} ({len(plan.files)} files, {encryption})",
+    ]
+    if published is not None:
+        done = "reused" if published.reused else f"uploaded {len(published.uploaded)} files"
+        lines.append(f"  wheels   {published.uri} ({published.wheels} wheels, {done})")
+    lines += [
         f"  cluster  {submission.cluster_id} ({submission.cluster_note})",
         f"  step     {submission.step_id}",
         f"  input    {options.input}",
@@ -127,12 +185,15 @@ def summary(options: Options, plan: Plan, submission: Submission, places: dict) 
     return "\n".join(lines)
 
 
-def share_links(aws: Aws, layout: RunLayout, hours: int) -> list[tuple[str, str]]:
+def share_links(aws: Aws, layout: RunLayout, hours: int, region: str) -> list[tuple[str, str]]:
     """Return (file name, presigned link) for the files of the run a reviewer may read:
-    the CSV and the reports (results.layout.SHAREABLE)."""
+    the CSV and the reports (results.layout.SHAREABLE), signed for the bucket's ``region``."""
     seconds = hours * 3600
     return [
-        (name, aws.presign(layout.bucket, layout.key("output", name), seconds, content_type))
+        (
+            name,
+            aws.presign(layout.bucket, layout.key("output", name), seconds, content_type, region),
+        )
         for name, content_type in SHAREABLE.items()
     ]
 

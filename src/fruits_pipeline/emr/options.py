@@ -92,12 +92,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "it and share the results privately.",
         epilog="""job options (after --) are passed to `fruits-pipeline run`, e.g.
   -- --weights s3://BUCKET/models/mobilenet_v2.h5 --variance-threshold 0.9 --limit 5000
-  (--input and --output are set here; a weights file must be on S3; see README)
+  (--input and --output are set here; the weights must be a file on S3: the cluster has no
+  internet; see docs/emr.md)
 
 examples:
-  %(prog)s --bucket my-fruits-eu --input s3://my-fruits-eu/data/Test/ --create --wait
+  %(prog)s --bucket my-fruits-eu --input s3://my-fruits-eu/data/Test/ --create --wait \\
+      -- --weights s3://my-fruits-eu/models/mobilenet_v2.h5
   %(prog)s --bucket my-fruits-eu --input s3://my-fruits-eu/data/Test/ --cluster-id j-ABC123 \\
-      --dry-run -- --limit 100
+      --dry-run -- --weights s3://my-fruits-eu/models/mobilenet_v2.h5 --limit 100
 
 guards: the region and the buckets must be in the EU (--allow-non-eu); the bucket must block
 public access and have default encryption (--force to only warn). Exit codes: 0 submitted
@@ -180,7 +182,8 @@ setting.""",
     run.add_argument(
         "--kms-key-id",
         metavar="KEY",
-        help="upload the code with SSE-KMS and this key (default: SSE-S3, AES256)",
+        help="upload the code and the wheelhouse with SSE-KMS and this key (default: no "
+        "encryption header, so the bucket's default encryption applies)",
     )
 
     aws = parser.add_argument_group("AWS")
@@ -287,7 +290,9 @@ def check_job_args(job_args: list[str], input_uri: str) -> None:
     """Raise UsageError when the job options would not work on EMR.
 
     They are parsed by the job's own parser; --input, --output and --master are the
-    submitter's, and a weights file must be on S3 (a local file is not on the cluster).
+    submitter's, and the weights must be on S3: a local file is not on the cluster, and
+    ``imagenet`` (the job's default) is a download from the internet, which the cluster in
+    the documented private subnet cannot reach.
     """
     # Imported here: --help and our own argument errors answer without the job's modules
     # (chain.weights loads numpy).
@@ -306,6 +311,12 @@ def check_job_args(job_args: list[str], input_uri: str) -> None:
         spec = parse_weights_spec(parsed.weights)
     except BadInput as error:
         raise UsageError(f"job option: {error}") from None
+    if spec.kind == "imagenet":
+        raise UsageError(
+            f"job option --weights {parsed.weights} (the job's default): the driver would "
+            "download the weights from the internet, which the cluster cannot reach; upload "
+            "the Keras file to S3 and pass --weights s3://… (or random:SEED for a smoke test)"
+        )
     if spec.kind == "file" and not (spec.location or "").startswith("s3://"):
         raise UsageError(
             f"job option --weights {parsed.weights}: the cluster cannot read a local file; "

@@ -1,22 +1,31 @@
 """Every request of a run, built before anything is sent: pure functions, no I/O.
 
 The spark-submit command the step runs, EMR's step and cluster requests (the cluster from
-emr/cluster-config.json with its ``${PLACEHOLDERS}`` filled), the encrypted uploads of the
-code, the ``Plan`` that holds them all, and the list ``--dry-run`` prints.
+emr/cluster-config.json with its ``${PLACEHOLDERS}`` filled), the uploads of the code, the
+wheelhouse the nodes install from, the ``Plan`` that holds them all, and the list
+``--dry-run`` prints.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from fruits_pipeline.emr.bundle import ENTRY_NAME, ZIP_NAME, CodeFile, KitFiles, code_files
 from fruits_pipeline.emr.options import NewCluster, Options
 from fruits_pipeline.emr.s3paths import RunLayout, run_prefix
+from fruits_pipeline.emr.wheelhouse import (
+    LOCK_NAME,
+    Wheelhouse,
+    read_lock,
+    upload_params,
+    wheelhouse_prefix,
+)
 
 
 @dataclass(frozen=True)
@@ -109,12 +118,15 @@ def load_cluster_template(path: Path) -> dict:
         return json.load(handle)
 
 
-def cluster_values(run_id: str, cluster: NewCluster, layout: RunLayout) -> dict:
+def cluster_values(
+    run_id: str, cluster: NewCluster, layout: RunLayout, wheelhouse: Wheelhouse
+) -> dict:
     """Return the placeholder values of emr/cluster-config.json for this run."""
     return {
         "BUCKET": layout.bucket,
         "RUN_PREFIX": layout.prefix,
         "RUN_ID": run_id,
+        "WHEELHOUSE": wheelhouse.uri,
         "SUBNET_ID": cluster.subnet_id,
         "SERVICE_ROLE": cluster.service_role,
         "INSTANCE_PROFILE": cluster.instance_profile,
@@ -144,11 +156,12 @@ def add_steps_request(cluster_id: str, step: dict) -> dict:
 
 
 def encryption_params(kms_key_id: str | None) -> dict:
-    """Return the PutObject server-side encryption parameters: SSE-KMS with the key, or
-    SSE-S3 (AES256)."""
+    """Return the PutObject server-side encryption parameters: SSE-KMS with the user's key,
+    or none at all, so that the bucket's default encryption applies (a header would override
+    it, and a bucket policy that demands its KMS key would refuse the upload)."""
     if kms_key_id:
         return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}
-    return {"ServerSideEncryption": "AES256"}
+    return {}
 
 
 def put_object_params(bucket: str, key: str, file: CodeFile, run_id: str, sse: dict) -> dict:
@@ -162,6 +175,19 @@ def put_object_params(bucket: str, key: str, file: CodeFile, run_id: str, sse: d
     }
 
 
+class JobBuilder(Protocol):
+    """What the plan asks of a cluster target (``targets.Target`` answers)."""
+
+    def architecture(self) -> str | None:
+        """The CPU architecture the target's nodes install wheels for; None: it installs
+        nothing for this run."""
+        ...
+
+    def job(self, command: list[str], layout: RunLayout, wheelhouse: Wheelhouse | None) -> Job:
+        """The Job that runs ``command``."""
+        ...
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything a run sends, built before anything is sent."""
@@ -170,18 +196,12 @@ class Plan:
     files: tuple[CodeFile, ...]
     uploads: tuple[dict, ...]  # PutObject params without Body, in the order of ``files``
     job: Job
+    wheelhouse: Wheelhouse | None  # None: the target installs nothing (a running cluster)
+    sse: dict  # the uploads' server-side encryption parameters
 
 
-def make_plan(
-    options: Options,
-    kit: KitFiles,
-    workdir: Path,
-    build_job: Callable[[list[str], RunLayout], Job],
-) -> Plan:
-    """Build every request of the run (local files only, no network) and return the Plan.
-
-    ``build_job`` is the target's: it turns the spark-submit command into its Job.
-    """
+def make_plan(options: Options, kit: KitFiles, workdir: Path, target: JobBuilder) -> Plan:
+    """Build every request of the run (local files only, no network) and return the Plan."""
     layout = RunLayout(options.bucket, run_prefix(options.prefix, options.run_id))
     files = tuple(code_files(kit, workdir))
     sse = encryption_params(options.kms_key_id)
@@ -189,12 +209,22 @@ def make_plan(
         put_object_params(options.bucket, layout.key("code", f.name), f, options.run_id, sse)
         for f in files
     )
+    architecture = target.architecture()
+    wheelhouse = None
+    if architecture is not None:
+        lock_path = kit.lock(architecture)
+        lock = read_lock(lock_path, architecture)
+        prefix = wheelhouse_prefix(options.prefix, lock.digest)
+        wheelhouse = Wheelhouse(options.bucket, prefix, lock, lock_path)
     command = spark_submit_args(layout, options.input, options.job_args)
-    return Plan(layout, files, uploads, build_job(command, layout))
+    job = target.job(command, layout, wheelhouse)
+    return Plan(layout, files, uploads, job, wheelhouse, sse)
 
 
-def dry_run_requests(options: Options, plan: Plan) -> list[Request]:
-    """Return, in order, every request a real run would send (Bodies described, not sent)."""
+def dry_run_requests(options: Options, plan: Plan, missing: list[str] | None) -> list[Request]:
+    """Return, in order, every request a real run would send (Bodies described, not sent).
+
+    ``missing`` is what the wheelhouse lacks in S3 (None: unknown, so all of it)."""
     checks = [Request("s3", "GetBucketLocation", {"Bucket": options.bucket})]
     if options.input_bucket != options.bucket:
         checks.append(Request("s3", "GetBucketLocation", {"Bucket": options.input_bucket}))
@@ -203,6 +233,19 @@ def dry_run_requests(options: Options, plan: Plan) -> list[Request]:
         Request("s3", "GetBucketEncryption", {"Bucket": options.bucket}),
         *plan.job.checks,
     ]
+    wheels = []
+    if plan.wheelhouse is not None:
+        house = plan.wheelhouse
+        listing = {"Bucket": house.bucket, "Prefix": house.prefix + "/"}
+        wheels.append(Request("s3", "ListObjectsV2", listing))
+        hashes = {wheel.filename: wheel.sha256 for wheel in house.lock.wheels}
+        hashes[LOCK_NAME] = hashlib.sha256(house.lock.text.encode("utf-8")).hexdigest()
+        for name in house.missing(()) if missing is None else missing:
+            what = "the lock" if name == LOCK_NAME else "wheel"
+            params = {"Bucket": house.bucket, "Key": house.key(name)}
+            params["Body"] = f"<{what}, sha256 {hashes[name]}>"
+            extra = upload_params(name, hashes[name], plan.sse)
+            wheels.append(Request("s3", "PutObject", {**params, **extra}))
     puts = [
         Request(
             "s3",
@@ -211,4 +254,4 @@ def dry_run_requests(options: Options, plan: Plan) -> list[Request]:
         )
         for params, f in zip(plan.uploads, plan.files, strict=True)
     ]
-    return [*checks, *puts, plan.job.submit]
+    return [*checks, *wheels, *puts, plan.job.submit]

@@ -1,9 +1,10 @@
 """Where the step runs: the one seam a cluster target plugs into, and its first target,
 EMR on EC2.
 
-The run flow (cli.py) speaks only to ``Target``: it asks it for the Job that runs the
-plan's spark-submit command, lets it check that it can take the run, submits, polls the
-status, and asks where the logs are.  Another target (EMR Serverless, say) is one more
+The run flow (cli.py) speaks only to ``Target``: it asks it which platform its nodes install
+wheels for (the plan then adds that wheelhouse), for the Job that runs the plan's
+spark-submit command, lets it check that it can take the run, submits, polls the status,
+and asks where the logs are.  Another target (EMR Serverless, say) is one more
 ``Target`` subclass here, or in a module of its own, and one line in ``TARGETS``.
 """
 
@@ -29,6 +30,7 @@ from fruits_pipeline.emr.requests import (
 )
 from fruits_pipeline.emr.s3paths import RunLayout
 from fruits_pipeline.emr.watch import EndStates, StepStatus
+from fruits_pipeline.emr.wheelhouse import Wheelhouse, architecture_of
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,14 @@ class Target(ABC):
         """Return the target the command line describes."""
 
     @abstractmethod
-    def job(self, command: list[str], layout: RunLayout) -> Job:
+    def architecture(self) -> str | None:
+        """Return the CPU architecture the target's nodes install wheels for (x86_64 or
+        aarch64), or None when the run installs nothing."""
+
+    @abstractmethod
+    def job(self, command: list[str], layout: RunLayout, wheelhouse: Wheelhouse | None) -> Job:
         """Return the Job that runs ``command`` (the spark-submit line) for the run at
-        ``layout``: local files only, no network."""
+        ``layout``, its nodes installing from ``wheelhouse``: local files only, no network."""
 
     @abstractmethod
     def prepare(self, aws: Aws, layout: RunLayout) -> str | None:
@@ -107,12 +114,28 @@ class EmrOnEc2(Target):
             cluster_config=kit.cluster_config,
         )
 
-    def job(self, command: list[str], layout: RunLayout) -> Job:
+    def architecture(self) -> str | None:
+        """The new cluster's, from its instance types; None for a running cluster, whose
+        nodes installed theirs when it started."""
+        if self.cluster_id is not None:
+            return None
+        groups = load_cluster_template(self.cluster_config)["Instances"]["InstanceGroups"]
+        kinds = {architecture_of(group["InstanceType"]) for group in groups}
+        if len(kinds) != 1:
+            raise UsageError(
+                f"{self.cluster_config}: the instance types mix {' and '.join(sorted(kinds))}; "
+                "one bootstrap installs one platform's wheels"
+            )
+        return kinds.pop()
+
+    def job(self, command: list[str], layout: RunLayout, wheelhouse: Wheelhouse | None) -> Job:
         if self.cluster_id is None:
+            if wheelhouse is None:
+                raise ValueError("a new cluster needs the wheelhouse its nodes install from")
             step = step_config(self.run_id, command, "TERMINATE_CLUSTER")
             body = run_job_flow_request(
                 load_cluster_template(self.cluster_config),
-                cluster_values(self.run_id, self.new_cluster, layout),
+                cluster_values(self.run_id, self.new_cluster, layout, wheelhouse),
                 step,
             )
             return Job((), step, Request("emr", "RunJobFlow", body))

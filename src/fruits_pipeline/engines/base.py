@@ -27,7 +27,10 @@ Extractor = Callable[["np.ndarray"], "np.ndarray"]
 
 @dataclass(frozen=True)
 class PreparedNetwork:
-    """What the driver broadcasts for one engine: the payload, and its fingerprint."""
+    """What the driver broadcasts for one engine: the payload, and its fingerprint.
+
+    ``sha256``, ``precision`` and ``calibration`` enter the run's provenance key
+    (``chain/provenance.py``): features are reused only from runs with the same key."""
 
     engine: str
     payload: Any
@@ -35,6 +38,9 @@ class PreparedNetwork:
     sha256: str
     #: the arithmetic the network runs in (``float32``)
     precision: str = "float32"
+    #: for a quantized network, what calibrated its bytes (e.g. the sha256 of the calibration
+    #: images and method); part of the provenance key that decides what runs may reuse
+    calibration: str | None = None
 
 
 #: The architecture both engines compute today.

@@ -26,9 +26,16 @@ REPORT_HTML = "report.html"
 CLASSIFIER = "classifier"
 #: written last: a folder or prefix without it is not a finished run
 SUCCESS = "_SUCCESS"
-#: the extraction's parquet while a run is in progress (the CNN's output, read by the PCA);
-#: removed before the run is published
+#: the extraction's rows while a run is in progress (the CNN's output, read by the PCA), in
+#: units under the staging (results/staging.py); removed before the run is published
 EXTRACTED = "extracted.incomplete"
+#: under the staging: the provenance of the staged rows and the runs that staged them
+STAGING_MANIFEST = "staging.json"
+
+#: Hidden siblings of OUTPUT (``.NAME`` + suffix): the staging of the run in progress, or
+#: of one that died (``--resume`` picks it up), and the lock of the run writing OUTPUT.
+STAGING_SUFFIX = ".incomplete"
+LOCK_SUFFIX = ".lock"
 
 #: plot file names under ``PLOTS``
 EXPLAINED_VARIANCE_PNG = "explained_variance.png"

@@ -1,9 +1,14 @@
-"""Where a run writes, and how it is published: never half-written.
+"""Where a run writes, and how it is published: never half-written, one run at a time.
 
-A local output is built in a hidden sibling folder and renamed into place at the end, so a
+Beside OUTPUT, two hidden siblings: ``.NAME.lock``, held by the one run writing OUTPUT
+(``results/lock.py``), and ``.NAME.incomplete``, the run's staging (``results/staging.py``:
+its units of extracted rows, kept when the run dies, for ``--resume``).
+
+A local output is built in the staging folder and renamed into place at the end, so a
 failed or killed run never leaves a half-written OUTPUT.  On S3, where there is no rename,
-the run first removes the old ``_SUCCESS`` and ``report.json``, writes in place, and writes
-``report.json`` then ``_SUCCESS`` last: a prefix without ``_SUCCESS`` is not a finished run.
+the run first removes the old ``_SUCCESS`` and ``report.json``, writes its tables in place,
+and writes ``report.json`` then ``_SUCCESS`` last: a prefix without ``_SUCCESS`` is not a
+finished run; its staging prefix holds only the units.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fruits_pipeline.errors import BadInput
 from fruits_pipeline.results import layout
+from fruits_pipeline.results.lock import Holder, OutputLock, lock_for
 from fruits_pipeline.results.storage import exists, is_remote, join, local_path, remove, spark_uri
 
 log = logging.getLogger(__name__)
@@ -27,32 +34,68 @@ class OutputExistsError(BadInput):
 
 @dataclass
 class OutputLocation:
-    """A run's output: ``final`` is what the user asked for, ``staging`` where Spark writes."""
+    """A run's output: ``final`` is what the user asked for, ``staging`` where Spark writes
+    the tables, ``work`` where the run stages its resumable work (locally the same folder)."""
 
     final: str
     staging: str
     overwrite: bool
+    work: str = ""
+    lock_uri: str = ""
+    lock: OutputLock | None = None
 
     @classmethod
     def prepare(cls, uri: str, overwrite: bool) -> OutputLocation:
         """Check OUTPUT and choose the staging place; writes nothing.
 
-        Raises OutputExistsError when OUTPUT exists and ``overwrite`` is False.
+        Raises OutputBusyError when a live run is writing OUTPUT, OutputExistsError when
+        OUTPUT exists and ``overwrite`` is False, and BadInput for a bucket's root (its
+        staging and lock have no place beside it).
         """
+        if is_remote(uri):
+            final = uri.rstrip("/")
+            parent, _, name = final.partition("://")[2].rpartition("/")
+            if not parent:
+                raise BadInput(f"output {uri!r} is a bucket: give a folder in it (…/NAME)")
+            parent = final[: len(final) - len(name) - 1]
+            work = f"{parent}/.{name}{layout.STAGING_SUFFIX}"
+            lock = f"{parent}/.{name}{layout.LOCK_SUFFIX}"
+            location = cls(final, staging=final, overwrite=overwrite, work=work, lock_uri=lock)
+        else:
+            final = local_path(uri)
+            parent, name = os.path.split(final)
+            staging = os.path.join(parent, f".{name}{layout.STAGING_SUFFIX}")
+            lock = os.path.join(parent, f".{name}{layout.LOCK_SUFFIX}")
+            location = cls(final, staging=staging, overwrite=overwrite, work=staging, lock_uri=lock)
+        # A live run first: its OUTPUT may already exist on S3, where it writes in place.
+        location.check_free()
         if exists(uri) and not overwrite:
             raise OutputExistsError(
                 f"output {uri!r} already exists: pass --overwrite to replace it"
             )
-        if is_remote(uri):
-            return cls(final=uri.rstrip("/"), staging=uri.rstrip("/"), overwrite=overwrite)
-        final = local_path(uri)
-        parent, name = os.path.split(final)
-        staging = os.path.join(parent, f".{name}.incomplete-{uuid.uuid4().hex[:8]}")
-        return cls(final=final, staging=staging, overwrite=overwrite)
+        return location
 
     @property
     def in_place(self) -> bool:
         return self.final == self.staging
+
+    def check_free(self) -> None:
+        """Raise OutputBusyError when a live run holds OUTPUT's lock: a quick answer, before
+        Spark starts (``claimed`` decides)."""
+        lock_for(self.final, self.lock_uri).check_free()
+
+    @contextmanager
+    def claimed(self, run_id: str) -> Iterator[OutputLocation]:
+        """Hold OUTPUT's lock for the body; raise OutputBusyError naming the live run that
+        holds it."""
+        lock = lock_for(self.final, self.lock_uri)
+        lock.acquire(Holder.this_process(run_id))
+        self.lock = lock
+        try:
+            yield self
+        finally:
+            self.lock = None
+            lock.release()
 
     def begin(self, keep_previous: bool = False) -> None:
         """Make room for the run.
@@ -68,7 +111,7 @@ class OutputLocation:
                 log.info("removing the previous output at %s", self.final)
                 remove(self.final)
         else:
-            os.makedirs(os.path.dirname(self.staging), exist_ok=True)
+            os.makedirs(self.staging, exist_ok=True)
 
     def path(self, *names: str) -> str:
         """Return where ``names`` is written during the run (under staging)."""
@@ -82,11 +125,21 @@ class OutputLocation:
         """Return where ``names`` will be once the run is published."""
         return join(self.final, *names)
 
+    def check_lock(self) -> None:
+        """Raise LockLostError when another run took OUTPUT's lock over (S3)."""
+        if self.lock is not None:
+            self.lock.check()
+
     def publish(self) -> None:
-        """Move a local staging folder into place, replacing an old output, and remove the
-        staging folders that killed runs left beside it."""
+        """Locally: move the staging folder into place, without its work, replacing an old
+        output, and remove staging folders that killed runs of older versions left beside
+        it (``.NAME.incomplete-XXXX``).  On S3: remove the staging prefix (the tables are in
+        place, ``_SUCCESS`` written)."""
         if self.in_place:
+            remove(self.work)
             return
+        remove(join(self.staging, layout.EXTRACTED))
+        remove(join(self.staging, layout.STAGING_MANIFEST))
         if os.path.exists(self.final):
             old = self.staging + ".old"
             os.rename(self.final, old)
@@ -96,13 +149,18 @@ class OutputLocation:
             os.rename(self.staging, self.final)
         parent, name = os.path.split(self.final)
         for entry in os.listdir(parent):
-            if entry.startswith(f".{name}.incomplete-"):
+            if entry.startswith(f".{name}{layout.STAGING_SUFFIX}-"):
                 log.info("removing %s, left by an interrupted run", entry)
                 shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
-    def discard(self) -> None:
-        """Remove whatever a failed run wrote."""
-        try:
-            remove(self.staging)
-        except Exception as error:  # cleanup must not hide the original failure
-            log.warning("could not remove %s: %s", self.staging, error)
+    def discard(self, keep_work: bool) -> None:
+        """Remove whatever a failed run wrote; with ``keep_work``, keep its staged units
+        (and, locally, the staging folder they are in) for ``--resume``."""
+        doomed = [] if keep_work and not self.in_place else [self.staging]
+        if not keep_work and self.in_place:
+            doomed.append(self.work)
+        for uri in doomed:
+            try:
+                remove(uri)
+            except Exception as error:  # cleanup must not hide the original failure
+                log.warning("could not remove %s: %s", uri, error)

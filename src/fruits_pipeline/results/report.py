@@ -159,6 +159,60 @@ class IncrementalFacts:
     #: True when the previous run had a classifier (``train``): trained on other features,
     #: it is not kept
     classifier_removed: bool | None = optional()
+    #: why the run at OUTPUT was not reused (none there, or made under another provenance)
+    note: str | None = optional()
+
+
+@dataclass
+class ProvenanceFacts:
+    """What made a run's features.  Rows made under the same ``key`` are interchangeable:
+    ``--resume`` and ``--incremental`` reuse only rows made under the run's own key."""
+
+    #: sha256 over every other field
+    key: str
+    engine: str
+    #: ``PreparedNetwork.sha256``: the exact network the workers ran
+    network_sha256: str
+    precision: str
+    weights_arrays_sha256: str
+    #: the package and the libraries that decode and infer
+    versions: dict[str, str]
+    #: what calibrated a quantized network's bytes (an int8 engine's), else absent
+    calibration: str | None = optional()
+
+    def differences(self, theirs: ProvenanceFacts) -> str:
+        """Say what differs in ``theirs`` (rows one would reuse) from this provenance:
+        ``"engine tensorflow, not onnxruntime; …"``."""
+        said = []
+        if theirs.engine != self.engine:
+            said.append(f"engine {theirs.engine}, not {self.engine}")
+        if theirs.weights_arrays_sha256 != self.weights_arrays_sha256:
+            said.append("other weights")
+        elif theirs.network_sha256 != self.network_sha256:
+            said.append("another network from the same weights")
+        if theirs.precision != self.precision:
+            said.append(f"precision {theirs.precision}, not {self.precision}")
+        if theirs.calibration != self.calibration:
+            said.append("another calibration")
+        said += [
+            f"{name} {theirs.versions.get(name, 'absent')}, not {version}"
+            for name, version in sorted(self.versions.items())
+            if theirs.versions.get(name) != version and theirs.engine == self.engine
+        ]
+        return "; ".join(said) or "another provenance key"
+
+
+@dataclass
+class ResumeFacts:
+    """``--resume``: what the staging of interrupted runs gave this run."""
+
+    #: rows reused from the staging, and images this run sent through the CNN
+    reused: int
+    new: int
+    #: the interrupted runs whose staged rows were reused, oldest first
+    from_runs: list[str]
+    #: why nothing was resumed (no staging, or staged under another provenance)
+    note: str | None = optional()
 
 
 @dataclass
@@ -279,6 +333,8 @@ class RunReport:
     seconds: dict[str, float] = field(default_factory=dict)
     visuals: VisualsFacts | None = optional()
     evaluation: Evaluation | None = optional()
+    provenance: ProvenanceFacts | None = optional()
+    resume: ResumeFacts | None = optional()
 
     @property
     def is_transform(self) -> bool:
@@ -304,6 +360,8 @@ _ORDER = (
     "versions",
     "outputs",
     "incremental",
+    "resume",
+    "provenance",
     "run_id",
     "started_at",
     "finished_at",

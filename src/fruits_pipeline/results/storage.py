@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterable
 
 import fsspec
@@ -62,15 +63,24 @@ def join(base: str, *names: str) -> str:
     return "/".join([base.rstrip("/"), *names])
 
 
+def _filesystem(uri: str):
+    """Return fsspec's filesystem and path for ``uri``; on S3 with no cached listing, since
+    other processes (workers, other runs) write there too."""
+    fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
+    if is_remote(uri):
+        fs.invalidate_cache(path)
+    return fs, path
+
+
 def exists(uri: str) -> bool:
     """Return True when something is at ``uri`` (a file, a folder or an S3 prefix)."""
-    fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
+    fs, path = _filesystem(uri)
     return fs.exists(path)
 
 
 def remove(uri: str) -> None:
     """Remove a file or a whole folder/prefix at ``uri``; nothing happens when it is absent."""
-    fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
+    fs, path = _filesystem(uri)
     if fs.exists(path):
         fs.rm(path, recursive=True)
 
@@ -100,6 +110,49 @@ def write_bytes(uri: str, data: bytes) -> None:
     if not is_remote(uri):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     fs.pipe_file(path, data)
+
+
+def write_atomic(uri: str, data: bytes, tagging: str | None = None) -> None:
+    """Write ``data`` to ``uri`` so that it appears whole or not at all, even if the process
+    dies midway.
+
+    Locally: written to a hidden temporary file beside it (Spark's readers skip ``.x``
+    names), flushed to disk, then renamed over ``uri``.  On S3 one PUT is atomic (the object
+    exists whole or not at all); ``tagging`` (``key=value``) tags it, for lifecycle rules.
+    """
+    if is_remote(uri):
+        fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
+        extra = {"Tagging": tagging} if tagging else {}
+        fs.pipe_file(path, data, **extra)
+        return
+    path = local_path(uri)
+    folder, name = os.path.split(path)
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def list_names(uri: str) -> list[str]:
+    """Return the names directly under the folder or prefix ``uri``, sorted, as they are now
+    (never a cached listing); [] when it does not exist."""
+    fs, path = _filesystem(uri)
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries]
+    return sorted(name for name in names if name)
 
 
 def read_bytes(uri: str) -> bytes | None:

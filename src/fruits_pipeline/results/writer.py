@@ -19,10 +19,18 @@ from datetime import UTC, datetime
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
+from fruits_pipeline.errors import BadInput
 from fruits_pipeline.results import layout, plots, storage
 from fruits_pipeline.results.location import OutputLocation
 from fruits_pipeline.results.page import FIGURES, render_html
-from fruits_pipeline.results.report import Outputs, RunReport, VisualsFacts, write_report
+from fruits_pipeline.results.report import (
+    Outputs,
+    ProvenanceFacts,
+    RunReport,
+    VisualsFacts,
+    write_report,
+)
+from fruits_pipeline.results.staging import Staging, open_staging
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +42,8 @@ class ResultsWriter:
         self.spark = spark
         self.location = location
         self.started_at = datetime.now(UTC)
-
-    @property
-    def extracted_uri(self) -> str:
-        """Where the extraction stores its rows while the run is in progress."""
-        return self.location.spark_path(layout.EXTRACTED)
+        #: the run's id: in its lock, its staging and its report
+        self.run_id = uuid.uuid4().hex
 
     def write_tables(self, features: DataFrame, rejected: DataFrame) -> None:
         """Write ``features/`` (valid images, projected) and ``rejected/`` (written even
@@ -67,30 +72,49 @@ class ResultsWriter:
         )
 
     def publish(self, report: RunReport, seconds: dict[str, float], visuals: bool = True) -> None:
-        """Complete ``report`` (run id, times, ``seconds`` per stage), drop the extraction's
-        rows (the tables hold them now), write the plots and the page (when ``visuals``),
-        then ``report.json`` and ``_SUCCESS`` last, and publish."""
-        storage.remove(self.location.path(layout.EXTRACTED))
-        report.run_id = uuid.uuid4().hex
+        """Complete ``report`` (run id, times, ``seconds`` per stage), write the plots and
+        the page (when ``visuals``), then ``report.json`` and ``_SUCCESS`` last, and publish
+        (which drops the staged rows: the tables hold them now).
+
+        Raises LockLostError, before the markers, when another run took OUTPUT over."""
+        report.run_id = self.run_id
         report.started_at = self.started_at.isoformat(timespec="seconds")
         report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         report.seconds = seconds
         if visuals:
             self.write_visuals(report)
+        self.location.check_lock()
         # Written last: on S3 a folder without report.json and _SUCCESS is not a finished run.
         write_report(self.location.path(layout.REPORT_JSON), report)
         storage.write_text(self.location.path(layout.SUCCESS), "")
         self.location.publish()
 
     @contextmanager
-    def staged(self, keep_previous: bool = False) -> Iterator[ResultsWriter]:
-        """Make room for the run (see ``OutputLocation.begin``); if the body fails, remove
-        whatever it wrote, so nothing at OUTPUT looks like a finished run."""
+    def staged(
+        self, provenance: ProvenanceFacts, resume: bool = False, keep_previous: bool = False
+    ) -> Iterator[Staging]:
+        """Make room for the run (see ``OutputLocation.begin``) and open its staging, for
+        rows made under ``provenance`` (with ``resume``, the units interrupted runs staged
+        under the same key are kept for reuse: ``staging.open_staging``).  The caller holds
+        OUTPUT's lock.
+
+        If the body fails, remove whatever it wrote, so nothing at OUTPUT looks like a
+        finished run; its staged units are kept for ``--resume``, unless the failure is a
+        bad input (which a new run with the same input would meet again)."""
         self.location.begin(keep_previous=keep_previous)
+        staging = open_staging(self.location.work, self.run_id, provenance, resume)
         try:
-            yield self
+            yield staging
+        except BadInput:
+            self.location.discard(keep_work=False)
+            raise
         except BaseException:
-            self.location.discard()
+            self.location.discard(keep_work=True)
+            log.warning(
+                "the run failed; its staged rows are kept in %s: run it again with --resume "
+                "to reuse them",
+                staging.root,
+            )
             raise
 
     def write_visuals(self, report: RunReport, max_points: int = plots.MAX_SCATTER_POINTS) -> None:
