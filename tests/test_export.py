@@ -20,12 +20,19 @@ from fruits_pipeline.classifier.model_card import read_card
 from fruits_pipeline.classifier.runtime import open_model, tflite_interpreter
 from fruits_pipeline.classifier.saved import load_classifier, with_vector
 from fruits_pipeline.classifier.splits import split_column
+from fruits_pipeline.classifier.tflite import float_nodes
 from fruits_pipeline.cli import main
 from fruits_pipeline.engines.base import FeatureNetwork
 from fruits_pipeline.engines.onnxruntime_engine import OnnxRuntimeEngine
 from fruits_pipeline.results import layout, storage
 
 FLOAT_MODELS = [layout.ONNX_MODEL, layout.TFLITE_FLOAT32_MODEL]
+
+#: How far a float model's probabilities may be from Spark's.  The ONNX model runs the
+#: arithmetic of the run's own engine (ONNX Runtime); TFLite's float kernels sum in another
+#: order, which the tests' seeded network amplifies to about 1.6e-4 (with the real ImageNet
+#: weights, 1.0e-5 on 2,060 test images: `make bench-classifier`, docs/performance.md).
+PROBABILITY_TOLERANCE = {layout.ONNX_MODEL: 1e-4, layout.TFLITE_FLOAT32_MODEL: 1e-3}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +73,7 @@ def test_float_models_give_the_spark_classifiers_probabilities(export, spark_pre
     assert (found.argmax(axis=1) == expected.argmax(axis=1)).all()
     difference = np.abs(found - expected).max()
     print(f"\n{name}: {len(paths)} test images, max |p - p_spark| = {difference:.2e}")
-    assert difference <= 1e-4
+    assert difference <= PROBABILITY_TOLERANCE[name]
 
 
 def test_the_int8_model_takes_pixels_and_mostly_agrees(export, spark_predictions):
@@ -78,10 +85,17 @@ def test_the_int8_model_takes_pixels_and_mostly_agrees(export, spark_predictions
     assert list(source["shape_signature"]) == [-1, 224, 224, 3]
     kernels = {d["op_name"] for d in interpreter._get_ops_details()}
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= kernels
-    quantized = [
-        t for t in interpreter.get_tensor_details() if t["dtype"] == np.int8 and "conv" in t["name"]
+    # every weighted layer runs on int8 weights but the three kept in float32
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    weighted = [
+        (op["op_name"], tensors[op["inputs"][1]]["dtype"])
+        for op in interpreter._get_ops_details()
+        if op["op_name"] in {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
     ]
-    assert quantized, "no int8 convolution weights: the model is not quantized"
+    kept = [name for name, dtype in weighted if dtype == np.float32]
+    assert sorted(kept) == ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"], kept
+    assert weighted[0] == ("CONV_2D", np.float32)  # MobileNetV2's first convolution
+    assert [dtype for _, dtype in weighted].count(np.int8) == len(weighted) - 3
     found = open_model(data, "tflite")(pixels_of(paths))
     np.testing.assert_allclose(found.sum(axis=1), 1.0, atol=0.02)
     agreement = float((found.argmax(axis=1) == expected.argmax(axis=1)).mean())
@@ -208,9 +222,7 @@ def test_features_of_an_engine_it_does_not_know_are_refused(capsys, tmp_path, ru
         report["settings"]["engine"] = "tflite-int8"
 
     copy = copy_with_report(tmp_path, run, unknown_engine)
-    one_line_exit_2(
-        capsys, export_args(copy, tmp_path / "m"), "'tflite-int8'", "does not know"
-    )
+    one_line_exit_2(capsys, export_args(copy, tmp_path / "m"), "'tflite-int8'", "does not know")
 
 
 class QuantizedEngine(OnnxRuntimeEngine):
@@ -248,3 +260,19 @@ def test_the_summary_names_every_model(export):
         line = next(line for line in export.summary.splitlines() if model["file"] in line)
         assert f"{model['latency_ms_per_image']:.1f} ms per image (one core)" in line
     assert f"{len(export.card['labels'])} (test accuracy" in export.summary
+
+
+def test_the_int8_model_keeps_its_float_layers_by_name():
+    names = [
+        "m/model_1/Conv1_relu_1/Relu6;m/model_1/bn_Conv1_1/batchnorm/add_1;m/model_1/Conv1_1/convolution;",
+        "m/model_1/expanded_conv_depthwise_relu_1/Relu6;m/model_1/expanded_conv_depthwise_1/depthwise;",
+        "m/model_1/expanded_conv_project_BN_1/batchnorm/add_1;m/model_1/expanded_conv_project_1/convolution;",
+        "m/model_1/out_relu_1/Relu6;m/model_1/Conv_1_bn_1/batchnorm/add_1;m/model_1/Conv_1_1/convolution;",
+        "m/probabilities_1/MatMul;m/probabilities_1/BiasAdd",
+    ]
+    assert float_nodes(names) == [names[0], names[1], names[4]]
+    assert float_nodes(names, ("Conv_1",)) == [names[3]]
+    with pytest.raises(ValueError, match="'Conv2' to keep in float32 is 0 tensors"):
+        float_nodes(names, ("Conv2",))
+    with pytest.raises(ValueError, match="is 2 tensors"):
+        float_nodes([names[0], names[0] + "x"], ("Conv1",))

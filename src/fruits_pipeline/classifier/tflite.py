@@ -4,16 +4,19 @@
 uint8 RGB ``[N, 224, 224, 3]`` in, cast and scaled (``x / 127.5 - 1``, as the job's
 ``preprocess``) inside the model, MobileNetV2 with the run's weights, the folded dense layer
 (``folding``) and a softmax.  ``float32_tflite`` converts it as it is; ``int8_tflite``
-quantizes every weight and activation to int8 (full-integer, calibrated on a representative
-set of training images), keeping the uint8 pixels as input and float32 probabilities as
-output.  TensorFlow is imported here only, when a model is built.
+quantizes weights and activations to int8 (calibrated on a representative set of training
+images), keeping the uint8 pixels as input and float32 probabilities as output, and keeps
+the few layers of ``FLOAT_LAYERS`` in float32 (TensorFlow's selective quantization).
+TensorFlow is imported here only, when a model is built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import logging
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -62,19 +65,73 @@ def float32_tflite(model) -> bytes:
     return _convert(tf.lite.TFLiteConverter.from_keras_model(model))
 
 
+#: The layers the int8 model keeps in float32: MobileNetV2's first convolution and first
+#: depthwise convolution, and the classifier's dense layer: TensorFlow's quantization
+#: debugger ranks them as the three largest errors of the fully quantized model (error over
+#: the quantization step), and keeping them in float halves the accuracy the int8 model
+#: loses (docs/performance.md has the figures).
+FLOAT_LAYERS = ("Conv1", "expanded_conv_depthwise", OUTPUT_NAME)
+
+#: Calibration images the quantization debugger runs to name the model's tensors.
+DEBUG_IMAGES = 4
+
+
 def int8_tflite(model, calibration: np.ndarray) -> bytes:
-    """Return ``model`` as a full-integer int8 TFLite flatbuffer, calibrated on
-    ``calibration`` (uint8 ``(n, 224, 224, 3)`` training images): the input stays uint8
-    pixels, the output float32 probabilities."""
+    """Return ``model`` as an int8 TFLite flatbuffer, calibrated on ``calibration`` (uint8
+    ``(n, 224, 224, 3)`` training images): the input stays uint8 pixels, the output float32
+    probabilities, and the layers of ``FLOAT_LAYERS`` stay float32.
+
+    Raises ValueError when one of ``FLOAT_LAYERS`` is not in the converted model."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: representative_batches(calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # int8 kernels everywhere, and the builtin float ones for the layers kept in float32
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+    ]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.float32
-    return _convert(converter)
+    few = calibration[:DEBUG_IMAGES]
+    with _quiet():
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: representative_batches(few)
+        )
+        debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
+        names = [row["tensor_name"] for row in csv.DictReader(io.StringIO(dump.getvalue()))]
+        keep = float_nodes(names)
+        log.info("int8 model: %s kept in float32", ", ".join(FLOAT_LAYERS))
+        selective = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=lambda: representative_batches(few),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep),
+        )
+        return selective.get_nondebug_quantized_model()
+
+
+def float_nodes(tensor_names: list[str], layers: tuple[str, ...] = FLOAT_LAYERS) -> list[str]:
+    """Return the tensors of ``tensor_names`` (a quantized model's, as TensorFlow names
+    them: the fused op's names joined by ``;``) that ``layers`` compute, one per layer.
+
+    A tensor belongs to a layer when one of its name's path segments is the layer's name,
+    with or without the ``_N`` suffix TensorFlow adds (``Conv1_1``, not ``bn_Conv1_1``).
+    Raises ValueError when a layer has no tensor, or several.
+    """
+    found = {}
+    for layer in layers:
+        segment = re.compile(rf"(^|[/;]){re.escape(layer)}(_\d+)?/")
+        matches = [name for name in tensor_names if segment.search(name)]
+        if len(matches) != 1:
+            raise ValueError(
+                f"the layer {layer!r} to keep in float32 is {len(matches)} tensors of the "
+                "quantized model, not one"
+            )
+        found[layer] = matches[0]
+    return [found[layer] for layer in layers]
 
 
 def representative_batches(images: np.ndarray) -> Iterator[list[np.ndarray]]:
@@ -93,10 +150,15 @@ def representative_batches(images: np.ndarray) -> Iterator[list[np.ndarray]]:
 
 
 def _convert(converter) -> bytes:
+    with _quiet():
+        return converter.convert()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
     # Keras prints the temporary SavedModel it exports for the converter on stdout, which is
     # the command's summary: keep it for the debug log instead.
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        flatbuffer = converter.convert()
+        yield
     log.debug("TFLite converter: %s", printed.getvalue().strip())
-    return flatbuffer
