@@ -100,7 +100,10 @@ def test_the_int8_model_takes_pixels_and_mostly_agrees(export, spark_predictions
     np.testing.assert_allclose(found.sum(axis=1), 1.0, atol=0.02)
     agreement = float((found.argmax(axis=1) == expected.argmax(axis=1)).mean())
     print(f"\nint8: top-1 agrees with Spark's on {agreement:.1%} of {len(paths)} test images")
-    assert agreement >= 0.8
+    # The seeded network's features mean nothing, so neither does its int8 accuracy (the
+    # real weights' is the benchmark's: make bench-classifier); a broken quantization
+    # would agree at chance (1 in 5 labels here).
+    assert agreement >= 0.5
 
 
 def test_every_model_takes_a_dynamic_batch_of_uint8_pixels(export, spark_predictions):

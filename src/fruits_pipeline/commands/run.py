@@ -171,6 +171,11 @@ def summary(report: RunReport) -> str:
             f"changed, {inc.removed} removed"
             + (f" (nothing reused: {inc.note})" if inc.note else ""),
         )
+        if inc.classifier_removed:
+            lines.append(
+                "  !! the classifier was trained on the previous features: removed; run "
+                f"`fruits-pipeline train {report.output}` again"
+            )
     if report.resume:
         done = report.resume
         lines.insert(
@@ -180,11 +185,6 @@ def summary(report: RunReport) -> str:
             if done.from_runs
             else f"  resumed          nothing: {done.note}",
         )
-        if inc.classifier_removed:
-            lines.append(
-                "  !! the classifier was trained on the previous features: removed; run "
-                f"`fruits-pipeline train {report.output}` again"
-            )
     if not weights.meaningful:
         lines += RANDOM_WEIGHTS_BANNER
     return "\n".join(lines)
