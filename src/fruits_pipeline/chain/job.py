@@ -91,8 +91,8 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
             remove_trained_outputs(location, trained)
             with clock.stage("extract"):
                 plan = plan_reuse(spark, listing, staging, config.resume, previous)
-                if plan.incremental is not None:
-                    plan.incremental.classifier_removed = bool(trained)
+                if plan.incremental is not None and trained:
+                    plan.incremental.classifier_removed = True
                 extraction = extract(
                     spark,
                     listing,
