@@ -20,6 +20,7 @@ from fruits_pipeline.chain.pca import fit_two_pass_pca, linear_algebra, project
 from fruits_pipeline.chain.reuse import plan_reuse
 from fruits_pipeline.chain.weights import WeightsSpec, load_weights
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_VARIANCE_THRESHOLD
+from fruits_pipeline.filesystems import require_filesystems
 from fruits_pipeline.progress import StageClock
 from fruits_pipeline.results.location import OutputLocation
 from fruits_pipeline.results.report import PcaFacts, RunReport
@@ -60,14 +61,17 @@ def list_input(spark: SparkSession, uri: str, limit: int | None, at_least: int =
 def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float = 0.0) -> RunReport:
     """Run the whole chain and return the run report.
 
-    Raises a BadInput (InputError, WeightsError, OutputExistsError, OutputBusyError,
-    PCAInputError) for inputs that cannot make a run; in every failure case nothing at
-    OUTPUT looks like a finished run, and the rows staged so far are kept for ``--resume``.
+    Raises a BadInput (NoFileSystemError, InputError, WeightsError, OutputExistsError,
+    OutputBusyError, PCAInputError) for inputs that cannot make a run; in every failure
+    case nothing at OUTPUT looks like a finished run, and the rows staged so far are kept
+    for ``--resume``.
     """
     clock = StageClock(
         {"spark_start": round(spark_start_seconds, 3)} if spark_start_seconds else None
     )
     engine = engines.get(config.engine)
+    # Before anything is listed, claimed or written: s3:// off EMR is refused in one line.
+    require_filesystems(spark, {"--input": config.input, "--output": config.output})
     location = OutputLocation.prepare(config.output, config.overwrite or config.incremental)
     writer = ResultsWriter(spark, location)
 

@@ -26,6 +26,7 @@ from fruits_pipeline.chain.pca import project
 from fruits_pipeline.chain.weights import LoadedWeights, WeightsError, WeightsSpec
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
 from fruits_pipeline.errors import BadInput
+from fruits_pipeline.filesystems import require_filesystems
 from fruits_pipeline.progress import StageClock
 from fruits_pipeline.results import layout, storage
 from fruits_pipeline.results.location import OutputLocation
@@ -113,6 +114,9 @@ def transform_job(
     """
     clock = StageClock(seconds_before)
     engine = engines.get(config.engine)
+    require_filesystems(
+        spark, {"--input": config.input, "--output": config.output, "--model": config.model}
+    )
     location = OutputLocation.prepare(config.output, config.overwrite)
     writer = ResultsWriter(spark, location)
     with clock.stage("list"):
