@@ -9,8 +9,8 @@ import pytest
 from image_files import jpeg_bytes, noise_image
 from s3_server import free_port
 
+from fruits_pipeline.chain.filesystems import NoFileSystemError, require_filesystems
 from fruits_pipeline.cli import main
-from fruits_pipeline.filesystems import NoFileSystemError, require_filesystems
 from fruits_pipeline.session import session_conf
 
 pytestmark = pytest.mark.spark

@@ -14,13 +14,13 @@ from pyspark.sql import SparkSession
 
 from fruits_pipeline import engines
 from fruits_pipeline.chain.extract import broadcast_network, extract, extraction_sections
+from fruits_pipeline.chain.filesystems import require_filesystems
 from fruits_pipeline.chain.incremental import previous_run
 from fruits_pipeline.chain.listing import InputError, Listing, list_images
 from fruits_pipeline.chain.pca import fit_two_pass_pca, linear_algebra, project
 from fruits_pipeline.chain.reuse import plan_reuse
 from fruits_pipeline.chain.weights import WeightsSpec, load_weights
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_VARIANCE_THRESHOLD
-from fruits_pipeline.filesystems import require_filesystems
 from fruits_pipeline.progress import StageClock
 from fruits_pipeline.results.location import OutputLocation
 from fruits_pipeline.results.report import PcaFacts, RunReport

@@ -21,12 +21,12 @@ from fruits_pipeline.chain.extract import (
     extract,
     extraction_sections,
 )
+from fruits_pipeline.chain.filesystems import require_filesystems
 from fruits_pipeline.chain.job import list_input
 from fruits_pipeline.chain.pca import project
 from fruits_pipeline.chain.weights import LoadedWeights, WeightsError, WeightsSpec
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
 from fruits_pipeline.errors import BadInput
-from fruits_pipeline.filesystems import require_filesystems
 from fruits_pipeline.progress import StageClock
 from fruits_pipeline.results import layout, storage
 from fruits_pipeline.results.location import OutputLocation
