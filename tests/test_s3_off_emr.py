@@ -7,6 +7,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from image_files import jpeg_bytes, noise_image
+from results_run import small_run
 from s3_server import free_port
 
 from fruits_pipeline.chain.filesystems import NoFileSystemError, require_filesystems
@@ -74,6 +75,26 @@ def test_an_s3_output_off_emr_is_refused_before_anything_is_written(
     assert "hadoop-aws" in line
     assert objects(bucket) == []  # no lock, no staging, no rows
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_transform_with_an_s3_input_off_emr_is_refused(
+    spark, bucket, tmp_path, tmp_path_factory, weights_files, capsys
+):
+    run = small_run(tmp_path_factory, weights_files["legacy"])  # the session's shared run
+    put_images(bucket, "new", 2)
+    output = tmp_path / "out2"
+
+    code = main(
+        ["transform", "--model", str(run.output), "--input", f"s3://{bucket}/new"]
+        + ["--output", str(output), "--master", "local[2,2]"],
+        default_master="local[2,2]",
+    )
+
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1 and f"--input 's3://{bucket}/new'" in lines[0], lines
+    assert "hadoop-aws" in lines[0]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_check_asks_the_jvm_not_the_master(spark):
