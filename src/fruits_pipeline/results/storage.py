@@ -18,6 +18,8 @@ from collections.abc import Iterable
 
 import fsspec
 
+from fruits_pipeline.errors import first_line
+
 log = logging.getLogger(__name__)
 
 #: Parquet writer options for the job's tables.  Dictionary encoding is off: the 1280
@@ -195,7 +197,7 @@ def unreachable_endpoint(error: BaseException) -> str | None:
         if isinstance(cause, NoConnection):
             endpoint = os.environ.get("AWS_ENDPOINT_URL")
             where = f"AWS_ENDPOINT_URL={endpoint}" if endpoint else "no AWS_ENDPOINT_URL set"
-            text = (str(cause).strip() or type(cause).__name__).splitlines()[0]
-            return f"cannot reach S3: {text} ({where}): check the endpoint and the network"
+            reason = first_line(cause)
+            return f"cannot reach S3: {reason} ({where}): check the endpoint and the network"
         cause = cause.__cause__ or cause.__context__
     return None
