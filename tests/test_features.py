@@ -33,6 +33,8 @@ def test_spark_label_column_agrees_with_label_from_path(spark):
         "s3a://bucket/Kiwi/2.png",
         "s3://bucket/at-root.jpg",
         "/plain/Cherry 2/3.jpg",
+        "file:/in/line\nfeed\r\x85\u2028/1.jpg",
+        "file:/in/100% #1 ?q [a]*/1.jpg",
     ]
     frame = spark.createDataFrame([(p,) for p in paths], "path string")
     got = [row[0] for row in frame.select(label_column("path")).collect()]

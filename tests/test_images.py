@@ -47,6 +47,12 @@ def test_is_image_path(path, expected):
         ("s3://my-bucket/Kiwi/1.jpg", "Kiwi"),
         ("s3://my-bucket/at-root.jpg", ""),
         ("relative/Cherry 2/3.jpg", "Cherry 2"),
+        # As Spark writes paths: never percent-decoded, no query, fragment or line ends
+        ("file:/in/100% #1 ?q/1.jpg", "100% #1 ?q"),
+        ("file:/in/%41%2F/1.jpg", "%41%2F"),
+        ("s3://b/line\nfeed\r\u2028/1.jpg", "line\nfeed\r\u2028"),
+        ("file:/in/ctl\x01\t\x7f/1.jpg", "ctl\x01\t\x7f"),
+        ("file:/in/colon:x/1.jpg", "colon:x"),
     ],
 )
 def test_label_is_parent_folder_name(path, label):

@@ -61,6 +61,8 @@ def test_labels_plot_grows_with_the_labels_and_survives_odd_names():
     width, height = png_size(plots.labels_overview(per_label, reasons))
     assert width == 1100 and height > 1500
     assert plots.plain("$5 kiwi") == r"\$5 kiwi" and plots.plain("") == "(no label)"
+    longest = plots.plain("é" * 127 + "x")  # 255 bytes, the longest folder name
+    assert len(longest) == plots.PLOT_LABEL_CHARS and longest.endswith("é…")
 
 
 def test_confusion_matrix_checks_its_shape():

@@ -6,9 +6,8 @@ Nothing here touches Spark or the network; every function is unit-tested on its 
 from __future__ import annotations
 
 import io
+import re
 import warnings
-from pathlib import PurePosixPath
-from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -54,20 +53,29 @@ def is_image_path(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
+#: Strips ``scheme://authority`` or ``scheme:`` from a URI, keeping the path; the same
+#: pattern for Python's ``re`` and Java's (``chain/listing.py``'s Spark column).  ``(?s)``:
+#: a folder name may hold line breaks (``\n``, ``\r``, U+0085, U+2028…), which ``.``
+#: otherwise stops at, and the whole pattern then matches nothing: an empty label.
+URI_PATH = r"(?s)^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]*|[A-Za-z][A-Za-z0-9+.-]*:)?(.*)$"
+
+
 def label_from_path(path: str, root: str | None = None) -> str:
     """Return the label of an image: the name of its parent folder, exactly as written.
 
-    Works for plain paths and for URIs (``file:/…``, ``file:///…``, ``s3://bucket/…``).
-    Spaces and non-ASCII characters are kept.  A file directly in the input folder ``root``
+    Works for plain paths and for URIs as Spark writes them (``file:/…``, ``file:///…``,
+    ``s3://bucket/…``: not percent-encoded, so ``%``, ``#`` and ``?`` are name characters,
+    never escapes, fragments or queries).  Every character a file name may hold is kept,
+    control characters included, and nothing is normalised (an NFC and an NFD name are two
+    labels, as they are two folders).  A file directly in the input folder ``root``
     (written as Spark writes paths, e.g. ``file:/data/in``), or at a bucket's root, has no
     class folder and gets the empty label ``""``.
     """
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if root is not None and parent == root.rstrip("/"):
         return ""
-    parts = urlsplit(path)
-    key = parts.path if parts.scheme else path
-    return PurePosixPath(key).parent.name
+    names = re.match(URI_PATH, path).group(1).split("/")
+    return names[-2] if len(names) >= 2 else ""
 
 
 def decode_image(content: bytes, size: int = MODEL_INPUT_SIZE) -> np.ndarray:

@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 
 from fruits_pipeline import engines
 from fruits_pipeline.chain.extract import broadcast_network, extract, extraction_sections
+from fruits_pipeline.chain.filesystems import require_filesystems
 from fruits_pipeline.chain.incremental import previous_run, remove_trained_outputs, trained_outputs
 from fruits_pipeline.chain.listing import InputError, Listing, list_images
 from fruits_pipeline.chain.pca import fit_two_pass_pca, linear_algebra, project
@@ -60,14 +61,17 @@ def list_input(spark: SparkSession, uri: str, limit: int | None, at_least: int =
 def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float = 0.0) -> RunReport:
     """Run the whole chain and return the run report.
 
-    Raises a BadInput (InputError, WeightsError, OutputExistsError, OutputBusyError,
-    PCAInputError) for inputs that cannot make a run; in every failure case nothing at
-    OUTPUT looks like a finished run, and the rows staged so far are kept for ``--resume``.
+    Raises a BadInput (NoFileSystemError, InputError, WeightsError, OutputExistsError,
+    OutputBusyError, PCAInputError) for inputs that cannot make a run; in every failure
+    case nothing at OUTPUT looks like a finished run, and the rows staged so far are kept
+    for ``--resume``.
     """
     clock = StageClock(
         {"spark_start": round(spark_start_seconds, 3)} if spark_start_seconds else None
     )
     engine = engines.get(config.engine)
+    # Before anything is listed, claimed or written: s3:// off EMR is refused in one line.
+    require_filesystems(spark, {"--input": config.input, "--output": config.output})
     location = OutputLocation.prepare(config.output, config.overwrite or config.incremental)
     writer = ResultsWriter(spark, location)
 

@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from fruits_pipeline.chain.images import IMAGE_GLOB
+from fruits_pipeline.chain.images import IMAGE_GLOB, URI_PATH
 from fruits_pipeline.errors import BadInput
 from fruits_pipeline.results import storage
 
@@ -147,7 +147,7 @@ def read_images(spark: SparkSession, uri: str, files: list[str] | None = None) -
         .option("pathGlobFilter", IMAGE_GLOB)
         .option("ignoreMissingFiles", "true")
         .option("ignoreCorruptFiles", "true")
-        .load([escape_glob(name) for name in files] if files is not None else uri)
+        .load([escape_glob(name) for name in files] if files is not None else escape_glob(uri))
     )
     return frame.select(
         "path",
@@ -164,10 +164,6 @@ def escape_glob(path: str) -> str:
     return re.sub(r"([\\*?\[\]{}])", r"\\\1", path)
 
 
-#: Strips ``scheme://authority`` or ``scheme:`` from a URI, keeping the path.
-URI_PATH = r"^(?:[A-Za-z][A-Za-z0-9+.-]*://[^/]*|[A-Za-z][A-Za-z0-9+.-]*:)?(.*)$"
-
-
 def path_parts(path_col: str) -> Column:
     """Spark column: the folders and file name of a path or URI column, as an array
     (``s3://bucket/a/b.jpg`` -> ``["", "a", "b.jpg"]``; scheme and bucket dropped)."""
@@ -180,5 +176,5 @@ def label_column(path_col: str, root: str | None = None) -> Column:
     label = F.when(F.size(parts) >= 2, F.element_at(parts, -2)).otherwise(F.lit(""))
     if root is None:
         return label
-    parent = F.regexp_extract(F.col(path_col), r"^(.*)/[^/]*$", 1)
+    parent = F.regexp_extract(F.col(path_col), r"(?s)^(.*)/[^/]*$", 1)
     return F.when(parent == F.lit(root.rstrip("/")), F.lit("")).otherwise(label)

@@ -21,6 +21,7 @@ from fruits_pipeline.chain.extract import (
     extract,
     extraction_sections,
 )
+from fruits_pipeline.chain.filesystems import require_filesystems
 from fruits_pipeline.chain.job import list_input
 from fruits_pipeline.chain.pca import project
 from fruits_pipeline.chain.weights import LoadedWeights, WeightsError, WeightsSpec
@@ -113,6 +114,9 @@ def transform_job(
     """
     clock = StageClock(seconds_before)
     engine = engines.get(config.engine)
+    require_filesystems(
+        spark, {"--input": config.input, "--output": config.output, "--model": config.model}
+    )
     location = OutputLocation.prepare(config.output, config.overwrite)
     writer = ResultsWriter(spark, location)
     with clock.stage("list"):

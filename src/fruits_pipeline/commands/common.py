@@ -76,13 +76,19 @@ def start_spark(master: str | None) -> tuple[SparkSession, float]:
 
 def finish(what: str, work: Callable[[], str]) -> int:
     """Run a command's ``work``, which returns the summary to print, and return the exit
-    code: 0 and the summary; 2 and one line for a BadInput; 1 and one line (the trace in
-    the log) for any other failure, named ``what`` ("job", "transform"…)."""
+    code: 0 and the summary; 2 and one line for a BadInput or an S3 endpoint that cannot be
+    reached; 1 and one line (the trace in the log) for any other failure, named ``what``
+    ("job", "transform"…)."""
     try:
         text = work()
     except BadInput as error:
         return bad_input(error)
     except Exception as error:
+        from fruits_pipeline.results.storage import unreachable_endpoint
+
+        unreachable = unreachable_endpoint(error)
+        if unreachable:
+            return bad_input(unreachable)
         log.exception("the %s failed", what)
         return failed(what, error)
     print(text)

@@ -35,10 +35,21 @@ COLOURED_LABELS = 10
 MAX_SCATTER_POINTS = 20_000
 
 
+#: Characters of a label a plot shows: a folder name may be 255 bytes long, and one such
+#: name in the legend squeezed the scatter plot's axes to nothing.  The page's tables and
+#: report.json keep every label whole.
+PLOT_LABEL_CHARS = 40
+
+
 def plain(text: str) -> str:
-    """Return ``text`` safe for a matplotlib label: ``$`` would start mathtext, and an
-    empty label (a file at the root of a bucket) would be invisible."""
-    return text.replace("$", r"\$") if text else "(no label)"
+    """Return ``text`` safe for a matplotlib label: ``$`` would start mathtext, an empty
+    label (a file at the root of a bucket) would be invisible, and a long one is cut to
+    ``PLOT_LABEL_CHARS`` with an ellipsis."""
+    if not text:
+        return "(no label)"
+    if len(text) > PLOT_LABEL_CHARS:
+        text = text[: PLOT_LABEL_CHARS - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def to_png(figure: Figure) -> bytes:

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 
 import fsspec
 
+from fruits_pipeline.errors import first_line
+
 log = logging.getLogger(__name__)
 
 #: Parquet writer options for the job's tables.  Dictionary encoding is off: the 1280
@@ -180,3 +182,22 @@ def write_csv(uri: str, header: list[str], rows: Iterable[Iterable[object]]) -> 
                 block.truncate()
         handle.write(block.getvalue())
     return count
+
+
+def unreachable_endpoint(error: BaseException) -> str | None:
+    """Return one line saying that S3 could not be reached, when that is what ``error`` (or
+    an error it came from) says, else None: a wrong ``AWS_ENDPOINT_URL`` or no network is
+    the user's to fix, and its Python traceback tells them nothing more."""
+    from botocore.exceptions import ConnectionError as NoConnection
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, NoConnection):
+            endpoint = os.environ.get("AWS_ENDPOINT_URL")
+            where = f"AWS_ENDPOINT_URL={endpoint}" if endpoint else "no AWS_ENDPOINT_URL set"
+            reason = first_line(cause)
+            return f"cannot reach S3: {reason} ({where}): check the endpoint and the network"
+        cause = cause.__cause__ or cause.__context__
+    return None
