@@ -51,13 +51,16 @@ def test_a_kept_previous_run_on_s3_loses_its_finished_markers_first(bucket):
 
 
 @pytest.mark.spark
-def test_features_csv_streams_to_s3(spark, bucket):
+def test_features_csv_streams_to_s3(spark, bucket, tmp_path):
     rows = [
         (f"s3://{bucket}/in/Kiwi/{i}.jpg", "Kiwi, green", [float(i), -i / 3.0]) for i in range(2500)
     ]
     frame = spark.createDataFrame(rows, "path string, label string, pca_features array<float>")
     uri = f"s3a://{bucket}/out/features_pca.csv"  # EMRFS/S3A style URIs work too
-    assert write_features_csv(frame.repartition(3), uri, k=2) == 2500
+    # the executors' part files stay local here (this Spark has no S3 filesystem: on EMR
+    # they are under OUTPUT too); the driver joins them into the one object on S3
+    parts = str(tmp_path / "parts")
+    assert write_features_csv(frame.repartition(3), uri, 2, parts) == 2500
     table = list(csv.reader(io.StringIO(read_object(bucket, "out/features_pca.csv"))))
     assert table[0] == ["path", "label", "pc_1", "pc_2"]
     assert len(table) == 2501

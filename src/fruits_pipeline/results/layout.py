@@ -15,6 +15,9 @@ REJECTED = "rejected"
 PCA_MODEL = "pca_model"
 #: ``path``, ``label``, ``pc_1`` … ``pc_k``, sorted by path, for plots and spreadsheets
 CSV = "features_pca.csv"
+#: while ``CSV`` is made: its lines, formatted and written by the executors in path order,
+#: one text file per partition, joined into ``CSV`` and removed (results/writer.py)
+CSV_PARTS = "_features_pca.csv.parts"
 #: PNG plots
 PLOTS = "plots"
 #: the run's facts (see results/report.py)

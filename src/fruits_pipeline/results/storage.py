@@ -163,6 +163,25 @@ def read_bytes(uri: str) -> bytes | None:
     return fs.cat_file(path) if fs.exists(path) else None
 
 
+#: Bytes copied at a time when files are joined.
+COPY_BLOCK = 8 * 1024 * 1024
+
+
+def concatenate(uri: str, head: bytes, parts: list[str]) -> int:
+    """Write ``head`` then the bytes of each file of ``parts``, in order, as one file at
+    ``uri`` (local or ``s3://``, streamed in blocks); return the bytes written."""
+    written = 0
+    with fsspec.open(fsspec_uri(uri), "wb") as target:
+        target.write(head)
+        written += len(head)
+        for part in parts:
+            with fsspec.open(fsspec_uri(part), "rb") as source:
+                while block := source.read(COPY_BLOCK):
+                    target.write(block)
+                    written += len(block)
+    return written
+
+
 def write_csv(uri: str, header: list[str], rows: Iterable[Iterable[object]]) -> int:
     """Stream ``rows`` into a UTF-8 CSV file at ``uri`` and return how many were written.
 

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from fruits_pipeline.errors import BadInput
 from fruits_pipeline.results import layout, plots, storage
@@ -58,7 +59,9 @@ class ResultsWriter:
     def write_csv(self, k: int) -> int:
         """Write ``features_pca.csv`` from the features table written before; return the rows."""
         features = self.spark.read.parquet(self.location.spark_path(layout.FEATURES))
-        return write_features_csv(features, self.location.path(layout.CSV), k)
+        return write_features_csv(
+            features, self.location.path(layout.CSV), k, self.location.path(layout.CSV_PARTS)
+        )
 
     def outputs(self, pca_model: bool) -> Outputs:
         """Return where the tables, the CSV, the model and the report will be."""
@@ -161,19 +164,48 @@ def draw_run_plots(report: RunReport, points) -> dict[str, bytes]:
     }
 
 
-def write_features_csv(features: DataFrame, uri: str, k: int) -> int:
-    """Stream ``path``, ``label``, ``pc_1`` … ``pc_k`` into one CSV at ``uri``, sorted by path.
+#: The CSV's line end: Python's ``csv`` module's, which the file had when the driver wrote it.
+CSV_LINE_END = "\r\n"
 
-    Rows reach the driver one partition at a time (``toLocalIterator``), so memory stays
-    flat.  Returns the number of rows written.
+
+def csv_field(column: Column) -> Column:
+    """Spark expression: the string ``column`` as one field of Python's ``csv`` writer
+    (minimal quoting): quoted, its quotes doubled, when it holds a comma, a quote, a
+    carriage return or a line feed; as it is otherwise."""
+    quoted = F.concat(F.lit('"'), F.regexp_replace(column, '"', '""'), F.lit('"'))
+    return F.when(column.rlike('[,"\r\n]'), quoted).otherwise(column)
+
+
+def write_features_csv(features: DataFrame, uri: str, k: int, parts_uri: str) -> int:
+    """Write ``path``, ``label``, ``pc_1`` … ``pc_k`` as one CSV at ``uri``, sorted by path;
+    return the number of rows.
+
+    The executors format the lines (each number as Spark casts a float to a string: the
+    shortest decimal that reads back as the same float32) and write them in path order,
+    one text file per sorted partition, under ``parts_uri``; the driver then joins those
+    files' bytes behind the header, never looking at a row, and removes them.  Line ends
+    are ``\r\n``, as Python's ``csv`` module writes them.
     """
-    ordered = features.select("path", "label", "pca_features").orderBy("path")
-    header = ["path", "label", *[f"pc_{i}" for i in range(1, k + 1)]]
-    rows = (
-        [row["path"], row["label"], *(f"{value:.9g}" for value in row["pca_features"])]
-        for row in ordered.toLocalIterator()
+    numbers = F.array_join(F.transform("pca_features", lambda value: value.cast("string")), ",")
+    label = F.coalesce(F.col("label"), F.lit(""))
+    line = F.concat_ws(",", csv_field(F.col("path")), csv_field(label), numbers)
+    storage.remove(parts_uri)
+    (
+        features.select("path", line.alias("value"))
+        .orderBy("path")
+        .select("value")
+        .write.option("lineSep", CSV_LINE_END)
+        .text(storage.spark_uri(parts_uri))
     )
-    return storage.write_csv(uri, header, rows)
+    header = ",".join(["path", "label", *[f"pc_{i}" for i in range(1, k + 1)]]) + CSV_LINE_END
+    parts = [
+        storage.join(parts_uri, name)
+        for name in storage.list_names(parts_uri)
+        if name.startswith("part-")
+    ]
+    storage.concatenate(uri, header.encode("utf-8"), parts)
+    storage.remove(parts_uri)
+    return features.count()
 
 
 def read_plots(output: str) -> dict[str, bytes]:
