@@ -180,7 +180,7 @@ def test_train_saves_the_classifier_and_reports_it(spark, run):
 def test_the_summary_says_what_was_chosen(capsys, tmp_path, run):
     copy = tmp_path / "again"
     shutil.copytree(run.output, copy)
-    code, out, err = train(capsys, str(copy), "--reg-params", "0.5,0.01")
+    code, out, err = train(capsys, str(copy), "--reg-params", "0.5,0.01", "--max-iter", "20")
     assert code == 0, err[-3000:]
     evaluation = json.loads((copy / "report.json").read_text(encoding="utf-8"))["evaluation"]
     assert [t["reg_param"] for t in evaluation["model"]["regularisation"]["tried"]] == [0.5, 0.01]
