@@ -20,6 +20,7 @@ import numpy as np
 from fruits_pipeline.chain.images import ImageDecodeError, decode_image, is_image_path
 from fruits_pipeline.classifier.model_card import ModelCard, read_card
 from fruits_pipeline.classifier.runtime import ONNX, Predictor, model_kind, open_model
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
 from fruits_pipeline.errors import BadInput
 from fruits_pipeline.results import layout, storage
 
@@ -38,7 +39,7 @@ class PredictConfig:
     input: str
     output: str
     top: int = 5
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH_SIZE
     overwrite: bool = False
 
 

@@ -8,6 +8,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from fruits_pipeline.commands.common import finish, positive
+from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
     from fruits_pipeline.classifier.predict import PredictSummary
@@ -42,9 +43,9 @@ def add_parser(commands, default_master: str | None) -> None:
     predict.add_argument(
         "--batch-size",
         type=positive,
-        default=16,
+        default=DEFAULT_BATCH_SIZE,
         metavar="N",
-        help="images per model call (default 16)",
+        help=f"images per model call (default {DEFAULT_BATCH_SIZE}, as the job's)",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace the CSV if it exists")
     predict.add_argument("--quiet", action="store_true", help="log warnings only")
