@@ -44,16 +44,21 @@ class Listing:
     root: str  # the input as Spark writes paths (``file:/abs`` or ``s3://bucket/prefix``)
     #: ``path`` of every image file found, zero-byte files included (Spark's file index)
     files: DataFrame
-    #: ``path`` of the zero-byte image files, which the scan skips (kept in the executors)
+    #: ``IDENTITY`` of every scanned image (no bytes read), cached in the executors
+    identities: DataFrame
+    #: ``path`` of the zero-byte image files, which the scan skips (cached in the executors)
     empty: DataFrame
     files_seen: int  # rows of ``files``
-    scanned: int  # image files the scan returns: every one but the zero-byte files
+    scanned: int  # rows of ``identities``: every image file but the zero-byte ones
     total_bytes: int = 0  # of all image files listed
 
-    @property
-    def identities(self) -> DataFrame:
-        """``IDENTITY`` of every scanned image: Spark reads no image bytes for it."""
-        return self.images.select(*IDENTITY)
+    def __enter__(self) -> Listing:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        # What the listing keeps in the executors goes with it: the session may run more jobs.
+        self.identities.unpersist()
+        self.empty.unpersist()
 
 
 def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
@@ -77,18 +82,21 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
             # Read only the kept files (not every file, filtered): the scan and its input
             # partitions then follow the limit.
             images = read_images(spark, root, files=files)
-        scanned = images.select("path", "length")
-        totals = scanned.agg(F.count("*").alias("n"), F.sum("length").alias("bytes")).first()
+        # One scan of the files' metadata, kept: the empty files, the totals and the
+        # comparisons of --incremental and --resume all read it.
+        identities = images.select(*IDENTITY).persist(StorageLevel.MEMORY_AND_DISK)
+        totals = identities.agg(F.count("*").alias("n"), F.sum("length").alias("bytes")).first()
     except AnalysisException as error:
         raise InputError(f"cannot read input {uri!r}: {str(error).splitlines()[0]}") from None
     # Fixed now: a file that vanishes later is then reported unreadable, never empty.
-    empty = files.join(scanned.select("path"), "path", "left_anti")
+    empty = files.join(identities.select("path"), "path", "left_anti")
     empty = empty.persist(StorageLevel.MEMORY_AND_DISK)
     empty.count()
     return Listing(
         images=images,
         root=root,
         files=files,
+        identities=identities,
         empty=empty,
         files_seen=files.count(),
         scanned=int(totals["n"]),
@@ -107,10 +115,8 @@ def file_index(spark: SparkSession, images: DataFrame) -> DataFrame:
     """
     jvm = spark.sparkContext._jvm
     names = jvm.scala.collection.mutable.WrappedArray.make(images._jdf.inputFiles())
-    index = DataFrame(
-        spark._jsparkSession.createDataset(names, jvm.org.apache.spark.sql.Encoders.STRING()).toDF(),
-        spark,
-    )
+    strings = jvm.org.apache.spark.sql.Encoders.STRING()
+    index = DataFrame(spark._jsparkSession.createDataset(names, strings).toDF(), spark)
     decoded = F.expr("url_decode(replace(value, '+', '%2B'))")
     return index.select(F.regexp_replace(decoded, "^file:///", "file:/").alias("path"))
 
