@@ -42,7 +42,8 @@ class Listing:
 
     images: DataFrame  # see read_images; nothing is read until an action runs
     root: str  # the input as Spark writes paths (``file:/abs`` or ``s3://bucket/prefix``)
-    #: ``path`` of every image file found, zero-byte files included (Spark's file index)
+    #: ``path`` of every image file found, zero-byte files included (Spark's file index),
+    #: cached in the executors
     files: DataFrame
     #: ``IDENTITY`` of every scanned image (no bytes read), cached in the executors
     identities: DataFrame
@@ -57,8 +58,8 @@ class Listing:
 
     def __exit__(self, *exc_info) -> None:
         # What the listing keeps in the executors goes with it: the session may run more jobs.
-        self.identities.unpersist()
-        self.empty.unpersist()
+        for frame in (self.files, self.identities, self.empty):
+            frame.unpersist()
 
 
 def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
@@ -79,6 +80,10 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
         files = file_index(spark, images)
         if limit:
             files = files.orderBy("path").limit(limit)
+        # Kept in the executors: the index is built in the driver's JVM, and every use would
+        # ship it in the tasks again.
+        files = files.persist(StorageLevel.MEMORY_AND_DISK)
+        if limit:
             # Read only the kept files (not every file, filtered): the scan and its input
             # partitions then follow the limit.
             images = read_images(spark, root, files=files)
