@@ -83,13 +83,15 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
         # Kept in the executors: the index is built in the driver's JVM, and every use would
         # ship it in the tasks again.
         files = files.persist(StorageLevel.MEMORY_AND_DISK)
+        files_seen = files.count()
         if limit:
             # Read only the kept files (not every file, filtered): the scan and its input
             # partitions then follow the limit.
             images = read_images(spark, root, files=files)
         # One scan of the files' metadata, kept: the empty files, the totals and the
         # comparisons of --incremental and --resume all read it.
-        identities = images.select(*IDENTITY).persist(StorageLevel.MEMORY_AND_DISK)
+        tasks = metadata_tasks(files_seen, spark.sparkContext.defaultParallelism)
+        identities = images.select(*IDENTITY).coalesce(tasks).persist(StorageLevel.MEMORY_AND_DISK)
         totals = identities.agg(F.count("*").alias("n"), F.sum("length").alias("bytes")).first()
     except AnalysisException as error:
         raise InputError(f"cannot read input {uri!r}: {str(error).splitlines()[0]}") from None
@@ -103,10 +105,21 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
         files=files,
         identities=identities,
         empty=empty,
-        files_seen=files.count(),
+        files_seen=files_seen,
         scanned=int(totals["n"]),
         total_bytes=int(totals["bytes"] or 0),
     )
+
+
+#: Files per task of the listing's metadata scan (no image bytes read: a task per 32 files,
+#: Spark's packing for tiny files, made that scan and every join on it mostly task overhead).
+FILES_PER_METADATA_TASK = 20_000
+
+
+def metadata_tasks(files: int, cores: int) -> int:
+    """Tasks of the metadata scan of ``files`` files: ``TASKS_PER_CORE`` per core at least,
+    at most ``FILES_PER_METADATA_TASK`` files each."""
+    return max(1, cores * TASKS_PER_CORE, -(-files // FILES_PER_METADATA_TASK))
 
 
 def file_index(spark: SparkSession, images: DataFrame) -> DataFrame:
