@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-classifier lint lock clean
+.PHONY: setup demo test bench bench-scale bench-classifier lint lock clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ test: setup
 # Speed figures (printed, never asserted): the extract stage against a one-process ceiling.
 bench: setup
 	$(PY) -m fruits_pipeline.bench.benchmark $(BENCH_ARGS)
+
+# What grows with the number of images (printed, never asserted): the job on the shared sample
+# and on 10 hard-linked copies of it, each process's peak memory and the stages' seconds.
+bench-scale: setup
+	$(PY) -m fruits_pipeline.bench.scale $(BENCH_ARGS)
 
 # The classifier's figures (printed, never asserted): test accuracy with the shared ImageNet
 # weights, the exported models against Spark's classifier, their sizes and one-core latency.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 from image_files import jpeg_bytes, noise_image
@@ -43,3 +45,46 @@ def test_notebook_baseline_runs_the_chain(spark, weights_files, tmp_path):
     table = pd.read_csv(tmp_path / "out" / "features.csv")
     assert list(table.columns) == ["label", "pca_features"] and len(table) == 7
     assert sorted(table["label"]) == ["Kiwi"] * 4 + ["Lemon"] * 3
+
+
+def test_the_scale_tree_is_hard_links_under_copies_of_the_input(tmp_path):
+    from fruits_pipeline.bench.scale import link_tree
+
+    source = tmp_path / "sample"
+    for label, name in (("Kiwi", "1.jpg"), ("Kiwi", "2.png"), ("Pêche [x]", "3.JPG")):
+        (source / "Training" / label).mkdir(parents=True, exist_ok=True)
+        (source / "Training" / label / name).write_bytes(jpeg_bytes(noise_image(len(name))))
+    (source / "Training" / "Kiwi" / "notes.txt").write_text("not an image")
+    (source / ".hidden").mkdir()
+    (source / ".hidden" / "4.jpg").write_bytes(b"")
+
+    assert link_tree(source, tmp_path / "tree", 3) == 9
+
+    linked = sorted(p for p in (tmp_path / "tree").rglob("*") if p.is_file())
+    assert len(linked) == 9
+    for path in linked:
+        copy, *rest = path.relative_to(tmp_path / "tree").parts
+        assert copy in {"copy-00", "copy-01", "copy-02"}
+        assert path.samefile(source.joinpath(*rest))  # the same file, no bytes copied
+
+
+def test_the_scale_ratios():
+    from fruits_pipeline.bench.scale import SizeFigures, compare
+
+    small = SizeFigures(
+        images=8240,
+        extract_images_per_s=120.0,
+        seconds={"extract": 68.7, "write": 5.0, "total": 100.0},
+        write_share=0.05,
+        driver_python_mb=1400.0,
+        driver_jvm_mb=1300.0,
+        python_worker_max_mb=400.0,
+    )
+    big = replace(small, images=82400, driver_python_mb=1470.0, python_worker_max_mb=None)
+
+    ratios = compare(small, big)
+
+    assert ratios["images"] == 10.0
+    assert ratios["extract_images_per_s"] == 1.0
+    assert ratios["driver_python_mb"] == 1.05
+    assert ratios["python_worker_max_mb"] is None

@@ -7,7 +7,6 @@ from image_files import jpeg_bytes, noise_image
 
 from fruits_pipeline.chain.listing import (
     escape_glob,
-    hadoop_path_string,
     list_images,
     partition_conf,
 )
@@ -40,13 +39,6 @@ def test_partition_conf_with_no_files():
     assert partition_conf(0, 0, 2) == {}
 
 
-def test_hadoop_path_string():
-    assert hadoop_path_string("file:///data/Apple%20Braeburn/x.jpg") == (
-        "file:/data/Apple Braeburn/x.jpg"
-    )
-    assert hadoop_path_string("s3://bucket/P%C3%AAche/x.jpg") == "s3://bucket/Pêche/x.jpg"
-
-
 def test_escape_glob():
     assert escape_glob("file:/in/a[1]{x,y}*?.jpg") == r"file:/in/a\[1\]\{x,y\}\*\?.jpg"
     assert escape_glob("s3://b/Apple Braeburn/r_1_100.jpg") == "s3://b/Apple Braeburn/r_1_100.jpg"
@@ -64,11 +56,32 @@ def test_a_limit_reads_only_the_kept_files(spark, tmp_path):
     listing = list_images(spark, str(tmp_path / "in"), limit=5)
 
     kept = sorted(names)[:5]
-    assert [p.rsplit("/", 1)[1] for p in listing.paths] == kept
-    assert [p.rsplit("/", 1)[1] for p in listing.empty_paths] == ["e.jpg"]
+    assert sorted(r["path"].rsplit("/", 1)[1] for r in listing.files.collect()) == kept
+    assert [r["path"].rsplit("/", 1)[1] for r in listing.empty.collect()] == ["e.jpg"]
+    assert (listing.files_seen, listing.scanned) == (5, 4)
     rows = listing.images.select("path", "label", "length").collect()
     assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == [n for n in kept if n != "e.jpg"]
     assert {r["label"] for r in rows} == {"Kiwi"}
     assert listing.total_bytes == sum((folder / n).stat().st_size for n in kept)
-    # The scan itself covers the kept files only, not the whole folder filtered.
-    assert len(listing.images.inputFiles()) == 4
+    # The scan itself covers the kept files only (e.jpg, empty, it skips), not the whole
+    # folder filtered.
+    assert len(listing.images.inputFiles()) == 5
+
+
+def test_the_file_index_has_the_paths_the_scan_writes(spark, tmp_path):
+    # Spark's index gives URIs (%20, %5B, %25); the path column has the names as they are,
+    # "+" included (url_decode alone would make it a space).
+    folder = tmp_path / "in" / "B+c 100%"
+    folder.mkdir(parents=True)
+    names = ["a b.jpg", "a[1].jpg", "x%20y.jpg", "p+q.jpg", "Pêche.jpg", "e.jpg"]
+    for seed, name in enumerate(names):
+        (folder / name).write_bytes(b"" if name == "e.jpg" else jpeg_bytes(noise_image(seed)))
+
+    listing = list_images(spark, str(tmp_path / "in"), limit=None)
+
+    scanned = {r["path"] for r in listing.images.select("path").collect()}
+    indexed = {r["path"] for r in listing.files.collect()}
+    assert indexed == scanned | {f"file:{folder}/e.jpg"}
+    assert {p.rsplit("/", 1)[1] for p in indexed} == set(names)
+    assert [r["path"] for r in listing.empty.collect()] == [f"file:{folder}/e.jpg"]
+    assert (listing.files_seen, listing.scanned) == (6, 5)

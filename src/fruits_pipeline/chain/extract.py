@@ -32,11 +32,10 @@ from fruits_pipeline.chain.images import (
     REJECT_REASONS,
     ImageDecodeError,
     decode_image,
-    label_from_path,
     preprocess,
     reject_reason,
 )
-from fruits_pipeline.chain.listing import Listing, partition_conf
+from fruits_pipeline.chain.listing import IDENTITY, Listing, label_column, partition_conf
 from fruits_pipeline.chain.provenance import provenance
 from fruits_pipeline.chain.weights import LoadedWeights
 from fruits_pipeline.engines import Engine
@@ -57,9 +56,6 @@ from fruits_pipeline.session import session_conf, versions
 
 log = logging.getLogger(__name__)
 
-#: The columns that identify one version of an image file.
-IDENTITY = ["path", "length", "modificationTime"]
-
 #: One stored row per listed image: its identity and label, then features or the error.
 STORED_COLUMNS = ["path", "label", "length", "modificationTime", "features", "error"]
 STORED_SCHEMA = (
@@ -67,8 +63,9 @@ STORED_SCHEMA = (
     "features array<float>, error string"
 )
 
-#: What a worker returns per unit it wrote: the unit's file name and the paths of its rows.
-UNIT_SUMMARY = "unit string, paths array<string>"
+#: What a worker returns per unit it wrote: the unit's file name and its rows (never their
+#: paths: the driver's Python must not hold one string per image).
+UNIT_SUMMARY = "unit string, rows long"
 
 EMPTY_ERROR = "empty: the file has 0 bytes"
 UNREADABLE_ERROR = "unreadable: listed, but it vanished or could not be read"
@@ -242,8 +239,8 @@ def write_units(frames: Iterator[pd.DataFrame], folder: str) -> Iterator[pd.Data
         unit = pd.concat(pending, ignore_index=True)[STORED_COLUMNS]
         pending.clear()
         count = 0
-        name, paths = write_unit(folder, unit, schema)
-        return pd.DataFrame({"unit": [name], "paths": [paths]})
+        name, _ = write_unit(folder, unit, schema)
+        return pd.DataFrame({"unit": [name], "rows": [len(unit)]})
 
     for frame in frames:
         while len(frame):
@@ -331,8 +328,9 @@ class ExtractionWork:
 
     #: the images to featurize (``read_images``' columns), None when there are none
     images: DataFrame | None
-    #: their paths, as the listing scanned them
-    paths: list[str]
+    #: how many they are, and their bytes (they size the input partitions)
+    files: int
+    bytes: int
     #: rows (``STORED_COLUMNS``) this run copies into its own units: a previous run's
     copied: DataFrame | None = None
     #: rows (``STORED_COLUMNS``) interrupted runs staged, read where they are
@@ -341,7 +339,7 @@ class ExtractionWork:
     @classmethod
     def everything(cls, listing: Listing) -> ExtractionWork:
         """Every image of ``listing`` through the CNN, nothing reused."""
-        return cls(listing.images, listing.scanned_paths)
+        return cls(listing.images, listing.scanned, listing.total_bytes)
 
 
 def extract(
@@ -354,8 +352,8 @@ def extract(
     staging: Staging,
 ) -> Extraction:
     """Run the CNN over ``work.images``, the workers storing the rows as units of this
-    run's ``staging``; copy ``work.copied`` there too, add rows for the files the scan
-    skipped (empty, vanished or unreadable), and return every stored row, ``work.staged``
+    run's ``staging``; copy ``work.copied`` there too, add rows for the listed files that
+    got none (empty, vanished or unreadable), and return every stored row, ``work.staged``
     included: one per listed image.
 
     Raises StagedRowsLostError when a unit this run wrote is gone before it is read.
@@ -366,29 +364,35 @@ def extract(
     folder = staging.units_folder()
     spark_folder = storage.spark_uri(folder)
     written = []
-    if work.images is not None and work.paths:
+    if work.images is not None and work.files:
         featurized = featurize_units(
             work.images, network, counters, batch_size, spark_folder, threads_per_task
         )
-        sizing = partition_conf(
-            len(work.paths),
-            sum(listing.stamps[path][0] for path in work.paths),
-            spark.sparkContext.defaultParallelism,
-        )
+        sizing = partition_conf(work.files, work.bytes, spark.sparkContext.defaultParallelism)
         with log_progress(spark, "extract"), session_conf(spark, sizing):
             written += featurized.collect()
     if work.copied is not None:
         written += store_units(work.copied, spark_folder).collect()
-    stored_paths = {path for unit in written for path in unit["paths"]}
-    lost = [path for path in work.paths if path not in stored_paths]
-    if lost:
-        log.warning("%d listed files could not be read: %s", len(lost), lost[:5])
-    skipped = missing_rows(listing, listing.empty_paths, EMPTY_ERROR) + missing_rows(
-        listing, lost, UNREADABLE_ERROR
-    )
-    if skipped:
-        frame = pd.DataFrame(skipped, columns=STORED_COLUMNS)
-        written.append({"unit": write_unit(folder, frame, stored_arrow_schema())[0]})
+    # Every listed file without a row gets one that says why: found by a join in Spark.  The
+    # units are checked first: rows this run staged that went missing must fail the run,
+    # not come back as unreadable inputs.
+    has_rows = []
+    if written:
+        has_rows.append(spark.read.schema(STORED_SCHEMA).parquet(spark_folder))
+        check_units(folder, [unit["unit"] for unit in written], has_rows[0].inputFiles())
+    if work.staged is not None:
+        has_rows.append(work.staged)
+    skipped = skipped_rows(listing, has_rows)
+    reasons = dict(skipped.groupBy("error").count().collect())
+    if reasons.get(UNREADABLE_ERROR):
+        unreadable = skipped.where(F.col("error") == UNREADABLE_ERROR).select("path").limit(5)
+        log.warning(
+            "%d listed files could not be read: %s",
+            reasons[UNREADABLE_ERROR],
+            [row["path"] for row in unreadable.collect()],
+        )
+    if reasons:
+        written += store_units(skipped, spark_folder).collect()
     stored = None
     if written:
         stored = spark.read.schema(STORED_SCHEMA).parquet(spark_folder)
@@ -398,6 +402,24 @@ def extract(
     if stored is None:
         stored = spark.createDataFrame([], STORED_SCHEMA)
     return Extraction(stored, counters)
+
+
+def skipped_rows(listing: Listing, stored: list[DataFrame]) -> DataFrame:
+    """Rejected rows (``STORED_COLUMNS``) for the listed files that none of ``stored`` has a
+    row for: ``EMPTY_ERROR`` for the zero-byte files, ``UNREADABLE_ERROR`` for the others."""
+    missing = listing.files
+    for rows in stored:
+        missing = missing.join(rows.select("path"), "path", "left_anti")
+    empty = listing.empty.select("path", F.lit(True).alias("is_empty"))
+    is_empty = F.col("is_empty").isNotNull()
+    return missing.join(empty, "path", "left").select(
+        "path",
+        label_column("path", root=listing.root).alias("label"),
+        F.when(is_empty, F.lit(0)).cast("long").alias("length"),
+        F.lit(None).cast("timestamp").alias("modificationTime"),
+        F.lit(None).cast("array<float>").alias("features"),
+        F.when(is_empty, F.lit(EMPTY_ERROR)).otherwise(F.lit(UNREADABLE_ERROR)).alias("error"),
+    )
 
 
 def check_units(folder: str, units: list[str], files: list[str]) -> None:
@@ -410,12 +432,6 @@ def check_units(folder: str, units: list[str], files: list[str]) -> None:
             f"{len(missing)} of the {len(units)} units of rows this run staged in {folder} "
             "went missing while it ran (was its staging removed?): nothing was published"
         )
-
-
-def missing_rows(listing: Listing, paths: list[str], error: str) -> list[tuple]:
-    """Rejected rows (``STORED_COLUMNS``) for files the scan never returned, with ``error``."""
-    size = 0 if error == EMPTY_ERROR else None
-    return [(p, label_from_path(p, listing.root), size, None, None, error) for p in paths]
 
 
 def count_rows(stored: DataFrame) -> Counts:

@@ -90,7 +90,11 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
             previous = previous_run(spark, location.final, network.provenance)
             trained = trained_outputs(location.final)
         keep_previous = previous is not None and previous.rows is not None
-        with network, writer.staged(network.provenance, config.resume, keep_previous) as staging:
+        with (
+            listing,
+            network,
+            writer.staged(network.provenance, config.resume, keep_previous) as staging,
+        ):
             # A classifier trained on the previous features never survives beside new ones.
             remove_trained_outputs(location, trained)
             with clock.stage("extract"):

@@ -3,16 +3,21 @@ and account for every file found.
 
 Spark's binaryFile scan silently skips two kinds of files that a user must hear about:
 zero-byte files, and files that vanish or cannot be read between listing and reading.  The
-listing keeps the full file index so that the extraction can report both as rejected rows.
+listing keeps Spark's file index as a DataFrame so that the extraction can report both as
+rejected rows.
+
+Nothing here brings the paths into the driver's Python: the file index stays in the driver's
+JVM (Spark holds it there anyway) and every set operation on paths is a Spark join, so the
+driver's Python memory does not grow with the number of images.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from urllib.parse import unquote
+from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
@@ -26,34 +31,42 @@ class InputError(BadInput):
     """The input cannot make a run: missing, empty, no images, too few valid images."""
 
 
+#: The columns that identify one version of an image file: a reused row must have been made
+#: from the very version the listing found.
+IDENTITY = ["path", "length", "modificationTime"]
+
+
 @dataclass
 class Listing:
-    """The images a run will read."""
+    """The images a run will read.  Every DataFrame here is lazy and stays in Spark."""
 
-    images: DataFrame  # see features.read_images; nothing is read until an action runs
+    images: DataFrame  # see read_images; nothing is read until an action runs
     root: str  # the input as Spark writes paths (``file:/abs`` or ``s3://bucket/prefix``)
-    paths: list[str]  # every image file found, sorted; zero-byte files included
-    empty_paths: list[str]  # zero-byte image files, which the scan skips
+    #: ``path`` of every image file found, zero-byte files included (Spark's file index),
+    #: cached in the executors
+    files: DataFrame
+    #: ``IDENTITY`` of every scanned image (no bytes read), cached in the executors
+    identities: DataFrame
+    #: ``path`` of the zero-byte image files, which the scan skips (cached in the executors)
+    empty: DataFrame
+    files_seen: int  # rows of ``files``
+    scanned: int  # rows of ``identities``: every image file but the zero-byte ones
     total_bytes: int = 0  # of all image files listed
-    #: path -> (bytes, modification time in µs since the epoch) of every scanned image: the
-    #: version of a file that reused rows must match (``extract.IDENTITY``)
-    stamps: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
-    @property
-    def files_seen(self) -> int:
-        return len(self.paths)
+    def __enter__(self) -> Listing:
+        return self
 
-    @property
-    def scanned_paths(self) -> list[str]:
-        """The listed paths that the scan returns (every one but the zero-byte files)."""
-        return [path for path in self.paths if path in self.stamps]
+    def __exit__(self, *exc_info) -> None:
+        # What the listing keeps in the executors goes with it: the session may run more jobs.
+        for frame in (self.files, self.identities, self.empty):
+            frame.unpersist()
 
 
 def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
     """List the images under ``uri``; keep the first ``limit`` by path when given.
 
-    Reads no image bytes (only paths and sizes reach the driver).  Raises InputError when
-    ``uri`` does not exist or is not a folder.
+    Reads no image bytes, and brings no path into the driver's Python: only counts.  Raises
+    InputError when ``uri`` does not exist or is not a folder.
     """
     if not storage.is_remote(uri):
         path = storage.local_path(uri)
@@ -64,33 +77,66 @@ def list_images(spark: SparkSession, uri: str, limit: int | None) -> Listing:
     root = storage.spark_uri(uri).rstrip("/")
     try:
         images = read_images(spark, root)
-        stamps = {
-            row["path"]: (row["length"], row["micros"])
-            for row in images.select("path", "length", stamp_micros().alias("micros")).collect()
-        }
-        scanned = set(stamps)
-        indexed = {hadoop_path_string(name) for name in images.inputFiles()}
+        files = file_index(spark, images)
+        if limit:
+            files = files.orderBy("path").limit(limit)
+        # Kept in the executors: the index is built in the driver's JVM, and every use would
+        # ship it in the tasks again.
+        files = files.persist(StorageLevel.MEMORY_AND_DISK)
+        files_seen = files.count()
+        if limit:
+            # Read only the kept files (not every file, filtered): the scan and its input
+            # partitions then follow the limit.
+            images = read_images(spark, root, files=files)
+        # One scan of the files' metadata, kept: the empty files, the totals and the
+        # comparisons of --incremental and --resume all read it.
+        tasks = metadata_tasks(files_seen, spark.sparkContext.defaultParallelism)
+        identities = images.select(*IDENTITY).coalesce(tasks).persist(StorageLevel.MEMORY_AND_DISK)
+        totals = identities.agg(F.count("*").alias("n"), F.sum("length").alias("bytes")).first()
     except AnalysisException as error:
         raise InputError(f"cannot read input {uri!r}: {str(error).splitlines()[0]}") from None
-    every = sorted(indexed | scanned)
-    if limit and limit < len(every):
-        every = every[:limit]
-        # Read only the kept files (not every file, filtered): the scan and its input
-        # partitions then follow the limit.
-        kept = [p for p in every if p in scanned]
-        images = read_images(spark, root, files=kept) if kept else images.limit(0)
-    empty = [p for p in every if p not in scanned]
-    kept = {p: stamps[p] for p in every if p in scanned}
-    total = sum(length for length, _ in kept.values())
+    # Fixed now: a file that vanishes later is then reported unreadable, never empty.
+    empty = files.join(identities.select("path"), "path", "left_anti")
+    empty = empty.persist(StorageLevel.MEMORY_AND_DISK)
+    empty.count()
     return Listing(
-        images=images, root=root, paths=every, empty_paths=empty, total_bytes=total, stamps=kept
+        images=images,
+        root=root,
+        files=files,
+        identities=identities,
+        empty=empty,
+        files_seen=files_seen,
+        scanned=int(totals["n"]),
+        total_bytes=int(totals["bytes"] or 0),
     )
 
 
-def stamp_micros(column: str = "modificationTime") -> Column:
-    """Spark column: a modification time as whole µs since the epoch (exact, whatever the
-    time zones of the driver and the session)."""
-    return F.unix_micros(F.col(column))
+#: Files per task of the listing's metadata scan (no image bytes read: a task per 32 files,
+#: Spark's packing for tiny files, made that scan and every join on it mostly task overhead).
+FILES_PER_METADATA_TASK = 20_000
+
+
+def metadata_tasks(files: int, cores: int) -> int:
+    """Tasks of the metadata scan of ``files`` files: ``TASKS_PER_CORE`` per core at least,
+    at most ``FILES_PER_METADATA_TASK`` files each."""
+    return max(1, cores * TASKS_PER_CORE, -(-files // FILES_PER_METADATA_TASK))
+
+
+def file_index(spark: SparkSession, images: DataFrame) -> DataFrame:
+    """Return the ``path`` of every file Spark's file index holds for ``images``, as the
+    ``path`` column writes them, without the paths passing through Python.
+
+    ``DataFrame.inputFiles`` would copy them into Python lists; its Java array is wrapped as
+    a Scala ``Seq`` and made a Dataset in the JVM instead.  Spark gives URIs
+    (``file:///a%20b/x+y.jpg``) where the column has ``file:/a b/x+y.jpg``: decode them
+    (``+`` is a plus in a URI path, not a space as ``url_decode`` would make it).
+    """
+    jvm = spark.sparkContext._jvm
+    names = jvm.scala.collection.mutable.WrappedArray.make(images._jdf.inputFiles())
+    strings = jvm.org.apache.spark.sql.Encoders.STRING()
+    index = DataFrame(spark._jsparkSession.createDataset(names, strings).toDF(), spark)
+    decoded = F.expr("url_decode(replace(value, '+', '%2B'))")
+    return index.select(F.regexp_replace(decoded, "^file:///", "file:/").alias("path"))
 
 
 #: Images per extraction task: enough to amortise a task's start (tiny JPEGs otherwise make
@@ -123,17 +169,10 @@ def partition_conf(
     }
 
 
-def hadoop_path_string(uri: str) -> str:
-    """Return a file URI as Spark's ``path`` column writes it (``DataFrame.inputFiles``
-    gives ``file:///a%20b/x.jpg`` where the column holds ``file:/a b/x.jpg``)."""
-    text = unquote(uri)
-    return "file:/" + text[len("file:///") :] if text.startswith("file:///") else text
-
-
-def read_images(spark: SparkSession, uri: str, files: list[str] | None = None) -> DataFrame:
+def read_images(spark: SparkSession, uri: str, files: DataFrame | None = None) -> DataFrame:
     """Return ``path``, ``label``, ``content`` (bytes), ``length`` (bytes) and
     ``modificationTime`` for every image under ``uri`` (a Spark URI), searched recursively,
-    or for only ``files`` (paths as the ``path`` column writes them) when given.
+    or for only the ``path`` rows of ``files`` (as the ``path`` column writes them) when given.
 
     Only ``.jpg``, ``.jpeg`` and ``.png`` files in any letter case are kept; hidden files
     and folders (``.name``, ``_name``) are skipped by Spark's listing.  The label is the
@@ -141,14 +180,14 @@ def read_images(spark: SparkSession, uri: str, files: list[str] | None = None) -
     or cannot be read after listing is skipped by the scan instead of failing the job; the
     extraction reports it as ``unreadable``.
     """
-    frame = (
+    reader = (
         spark.read.format("binaryFile")
         .option("recursiveFileLookup", "true")
         .option("pathGlobFilter", IMAGE_GLOB)
         .option("ignoreMissingFiles", "true")
         .option("ignoreCorruptFiles", "true")
-        .load([escape_glob(name) for name in files] if files is not None else escape_glob(uri))
     )
+    frame = reader.load(escape_glob(uri)) if files is None else load_files(spark, reader, files)
     return frame.select(
         "path",
         label_column("path", root=uri).alias("label"),
@@ -158,10 +197,33 @@ def read_images(spark: SparkSession, uri: str, files: list[str] | None = None) -
     )
 
 
+def load_files(spark: SparkSession, reader, files: DataFrame) -> DataFrame:
+    """``reader.load`` of exactly the files in ``files``' ``path`` column (none: no rows).
+
+    The paths are collected into the driver's JVM, never into Python (``DataFrameReader``'s
+    Python ``load`` takes a Python list), glob characters escaped by Spark.
+    """
+    jvm = spark.sparkContext._jvm
+    escaped = files.select(F.regexp_replace("path", GLOB_CHARACTERS, r"\\$1"))
+    names = getattr(escaped._jdf, "as")(jvm.org.apache.spark.sql.Encoders.STRING()).collect()
+    if len(names) == 0:
+        return spark.createDataFrame([], BINARY_FILE_SCHEMA)
+    paths = jvm.scala.collection.mutable.WrappedArray.make(names)
+    return DataFrame(reader._jreader.load(paths), spark)
+
+
+#: The columns of Spark's ``binaryFile`` source.
+BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
+
+
+#: Hadoop's glob characters, escaped with a backslash to name one file exactly.
+GLOB_CHARACTERS = r"([\\*?\[\]{}])"
+
+
 def escape_glob(path: str) -> str:
     """Return ``path`` with Hadoop's glob characters escaped, so that Spark loads exactly
     that file (``a[1].jpg`` is otherwise a pattern that matches ``a1.jpg``)."""
-    return re.sub(r"([\\*?\[\]{}])", r"\\\1", path)
+    return re.sub(GLOB_CHARACTERS, r"\\\1", path)
 
 
 def path_parts(path_col: str) -> Column:

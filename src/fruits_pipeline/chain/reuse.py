@@ -3,23 +3,26 @@
 Two sources, both already checked against the run's provenance key: the rows that
 interrupted runs staged (``--resume``, ``results/staging.py``) and the rows of the finished
 run at OUTPUT (``--incremental``).  A row is reused only for an image whose path, size and
-modification time are the listing's (``extract.IDENTITY``), and only when its source holds
+modification time are the listing's (``listing.IDENTITY``), and only when its source holds
 one row for that path; staged rows come first.  Staged rows are read where they are; a
 previous run's are copied into this run's units (on S3 the run rewrites OUTPUT in place).
+
+Every set of paths here is a Spark DataFrame and every comparison a join: only counts reach
+the driver's Python, whatever the number of images.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruits_pipeline.chain.extract import STORED_SCHEMA, ExtractionWork
 from fruits_pipeline.chain.incremental import PreviousRun
-from fruits_pipeline.chain.listing import Listing, read_images, stamp_micros
+from fruits_pipeline.chain.listing import IDENTITY, Listing, read_images
 from fruits_pipeline.results import storage
 from fruits_pipeline.results.report import IncrementalFacts, ResumeFacts
 from fruits_pipeline.results.staging import Staging
@@ -47,39 +50,44 @@ def plan_reuse(
 ) -> ReusePlan:
     """Split ``listing`` into rows reused from ``staging``'s adopted runs and from the
     ``previous`` run (given with ``--incremental``), and images to featurize."""
-    stamps = listing.stamps
-    staged = None
-    kept_staged: set[str] = set()
-    reused_featurized = 0
+    current = listing.identities
+    reusable: list[DataFrame] = []  # ``path``, ``ok`` of the rows reused, per source
+    staged = kept_staged = None
+    reused_staged = reused_featurized = 0
     if staging.adopted:
         folders = [storage.spark_uri(staging.units_folder(run)) for run in staging.adopted]
         staged = spark.read.schema(STORED_SCHEMA).parquet(*folders)
-        versions = versions_of(staged)
-        kept_staged = unchanged(stamps, versions)
-        reused_featurized += len(kept_staged & versions.featurized)
-    kept_previous: set[str] = set()
+        kept_staged = kept(unchanged(staged, current))
+        reused_staged, featurized = reused_counts(kept_staged)
+        reused_featurized += featurized
+        reusable.append(kept_staged)
+    kept_previous = None
     incremental = None
     if previous is not None and previous.rows is None:
         incremental = IncrementalFacts(
             previous_run=False,
             reused=0,
-            new=len(stamps),
+            new=listing.scanned,
             changed=0,
             removed=0,
             note=previous.note,
         )
     elif previous is not None:
-        before = versions_of(previous.rows)
-        same = unchanged(stamps, before)
-        kept_previous = same - kept_staged
-        reused_featurized += len(kept_previous & before.featurized)
-        new = sum(1 for path in stamps if path not in before.stamps)
+        same = kept(unchanged(previous.rows, current))
+        same_count = same.count()
+        if kept_staged is not None:  # staged rows come first
+            same = kept(same.join(kept_staged.select("path"), "path", "left_anti"))
+        kept_previous = same
+        reused_featurized += reused_counts(kept_previous)[1]
+        reusable.append(kept_previous)
+        before = previous.rows.select("path").distinct()
+        new = current.join(before, "path", "left_anti").count()
         incremental = IncrementalFacts(
             previous_run=True,
-            reused=len(same),
+            reused=same_count,
             new=new,
-            changed=len(stamps) - len(same) - new,
-            removed=sum(1 for path in before.stamps if path not in stamps),
+            changed=listing.scanned - same_count - new,
+            removed=before.join(current, "path", "left_anti").count(),
         )
         log.info(
             "incremental: %d reused, %d new, %d changed, %d removed",
@@ -88,66 +96,62 @@ def plan_reuse(
             incremental.changed,
             incremental.removed,
         )
-    paths = [p for p in listing.scanned_paths if p not in kept_staged and p not in kept_previous]
-    if not (kept_staged or kept_previous):
-        images = listing.images
+    if not reusable:
+        work = ExtractionWork(listing.images, listing.scanned, listing.total_bytes)
     else:  # scan only the files to featurize, not every file then filter
-        images = read_images(spark, listing.root, files=paths) if paths else None
-    work = ExtractionWork(
-        images=images,
-        paths=paths,
-        copied=only(spark, previous.rows, kept_previous) if kept_previous else None,
-        staged=only(spark, staged, kept_staged) if kept_staged else None,
-    )
+        todo = current
+        for rows in reusable:
+            todo = todo.join(rows.select("path"), "path", "left_anti")
+        totals = todo.agg(F.count("*").alias("n"), F.sum("length").alias("bytes")).first()
+        files = int(totals["n"])
+        work = ExtractionWork(
+            images=read_images(spark, listing.root, files=todo) if files else None,
+            files=files,
+            bytes=int(totals["bytes"] or 0),
+            copied=only(previous.rows, kept_previous) if kept_previous is not None else None,
+            staged=only(staged, kept_staged) if kept_staged is not None else None,
+        )
     facts = None
     if resume:
         facts = ResumeFacts(
-            reused=len(kept_staged),
-            new=len(paths),
+            reused=reused_staged,
+            new=work.files,
             from_runs=[run[:12] for run in staging.adopted],
             note=staging.note,
         )
         log.info(
             "resume: %d images reused from the staging of %d interrupted run(s), %d to featurize",
-            len(kept_staged),
+            reused_staged,
             len(staging.adopted),
-            len(paths),
+            work.files,
         )
     return ReusePlan(work, facts, incremental, reused_featurized)
 
 
-@dataclass
-class Versions:
-    """The rows of a source by path: the file version each was made from (None for a path
-    held twice: which row is right?), and the paths whose row has features."""
-
-    stamps: dict[str, tuple[int, int] | None]
-    featurized: set[str]
-
-
-def versions_of(rows: DataFrame) -> Versions:
-    """Collect the version (bytes, µs) of the file each of ``rows`` was made from."""
-    collected = rows.select(
-        "path", "length", stamp_micros().alias("micros"), F.col("error").isNull().alias("ok")
-    ).collect()
-    counts = Counter(row["path"] for row in collected)
-    return Versions(
-        stamps={
-            row["path"]: (row["length"], row["micros"]) if counts[row["path"]] == 1 else None
-            for row in collected
-        },
-        featurized={row["path"] for row in collected if row["ok"]},
+def unchanged(rows: DataFrame, current: DataFrame) -> DataFrame:
+    """``path`` and ``ok`` (has features) of the ``rows`` made from the file version the
+    listing found (``current``: ``IDENTITY``), for the paths ``rows`` hold once (a path held
+    twice: which row is right?)."""
+    once = rows.groupBy("path").count().where(F.col("count") == 1).select("path")
+    return (
+        rows.join(once, "path", "left_semi")
+        .join(current, IDENTITY, "left_semi")
+        .select("path", F.col("error").isNull().alias("ok"))
     )
 
 
-def unchanged(stamps: dict[str, tuple[int, int]], versions: Versions) -> set[str]:
-    """The paths whose version in ``versions`` is the listing's (``stamps``)."""
-    return {
-        path for path, version in versions.stamps.items() if version and stamps.get(path) == version
-    }
+def kept(paths: DataFrame) -> DataFrame:
+    """``paths`` computed once: it is counted, joined and filtered on, and the files it was
+    made from must not be listed again between those uses."""
+    return paths.persist(StorageLevel.MEMORY_AND_DISK)
 
 
-def only(spark: SparkSession, rows: DataFrame, paths: set[str]) -> DataFrame:
-    """``rows`` of the given ``paths`` only."""
-    wanted = spark.createDataFrame([(path,) for path in sorted(paths)], "path string")
-    return rows.join(F.broadcast(wanted), "path", "left_semi")
+def reused_counts(paths: DataFrame) -> tuple[int, int]:
+    """How many rows ``paths`` (``path``, ``ok``) holds, and how many of them have features."""
+    row = paths.agg(F.count("*").alias("n"), F.sum(F.col("ok").cast("int")).alias("ok")).first()
+    return int(row["n"]), int(row["ok"] or 0)
+
+
+def only(rows: DataFrame, paths: DataFrame) -> DataFrame:
+    """``rows`` of the ``path`` values in ``paths`` only."""
+    return rows.join(paths.select("path"), "path", "left_semi")

@@ -124,7 +124,12 @@ def transform_job(
     model_uri = storage.join(config.model, layout.PCA_MODEL)
     pca_model = PipelineModel.load(storage.spark_uri(model_uri))
     network = broadcast_network(spark, engine, weights)
-    with location.claimed(writer.run_id), network, writer.staged(network.provenance) as staging:
+    with (
+        location.claimed(writer.run_id),
+        listing,
+        network,
+        writer.staged(network.provenance) as staging,
+    ):
         with clock.stage("extract"):
             extraction = extract(
                 spark,
