@@ -25,7 +25,12 @@ from fruits_pipeline.engines.base import CalibrationSample
 from fruits_pipeline.engines.onnxruntime_engine import onnx_session_extractor
 from fruits_pipeline.errors import BadInput
 from fruits_pipeline.results import layout, storage
-from fruits_pipeline.results.report import CalibrationFacts, FidelityFacts, RunReport
+from fruits_pipeline.results.report import (
+    CalibrationFacts,
+    FidelityFacts,
+    RunReport,
+    read_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,27 @@ def kept_network(run: str, report: RunReport, engine: Engine) -> Calibrated:
             f"features came from {facts.network_sha256[:16]}…"
         )
     return Calibrated(network, replace(facts, restored_from=run))
+
+
+def previous_network(output: str, engine: Engine, weights: LoadedWeights) -> Calibrated | None:
+    """For ``--incremental``: the network the finished run at ``output`` kept, when
+    ``engine`` made it from ``weights``; else None (the run calibrates its own).
+
+    The updated run keeps the network its features came from, so that the rows of the
+    images that did not change stay reusable (a new image could otherwise enter the
+    calibration sample, and every row would be featurized again)."""
+    report_uri = storage.join(output, layout.REPORT_JSON)
+    if not (storage.exists(report_uri) and storage.exists(storage.join(output, layout.SUCCESS))):
+        return None
+    report = read_report(report_uri)
+    if (
+        report.settings.engine != engine.name
+        or report.calibration is None
+        or report.weights.arrays_sha256 != weights.arrays_sha256
+    ):
+        return None
+    log.info("incremental: running the network the run at %s kept (not calibrating)", output)
+    return kept_network(output, report, engine)
 
 
 def sample_paths(images: DataFrame, count: int) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from fruits_pipeline import engines
-from fruits_pipeline.chain.calibration import calibrate
+from fruits_pipeline.chain.calibration import calibrate, previous_network
 from fruits_pipeline.chain.extract import broadcast_network, extract, extraction_sections
 from fruits_pipeline.chain.filesystems import require_filesystems
 from fruits_pipeline.chain.incremental import previous_run, remove_trained_outputs, trained_outputs
@@ -89,9 +89,12 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
         # A quantized network is calibrated on a sample of the run's own images.
         if engine.calibration_images:
             with clock.stage("calibrate"):
-                calibrated = calibrate(
-                    spark, listing.images, listing.root, engine, weights, engine_threads(spark)
-                )
+                if config.incremental:  # the network of the run it updates, if it has one
+                    calibrated = previous_network(location.final, engine, weights)
+                if calibrated is None:
+                    calibrated = calibrate(
+                        spark, listing.images, listing.root, engine, weights, engine_threads(spark)
+                    )
                 network = broadcast_network(spark, engine, weights, calibrated.network)
 
         previous = None
