@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 from cli_runs import run_ok
 from image_files import jpeg_bytes, noise_image
@@ -19,6 +20,7 @@ from fruits_pipeline.chain.calibration import row_cosines, sample_paths
 from fruits_pipeline.chain.images import decode_image, preprocess
 from fruits_pipeline.cli import main
 from fruits_pipeline.engines.base import CalibrationSample
+from fruits_pipeline.engines.mobilenet_onnx import with_pixels_and_head
 from fruits_pipeline.engines.onnxruntime_engine import onnx_session_extractor
 from fruits_pipeline.engines.onnxruntime_int8_engine import (
     CalibrationError,
@@ -79,6 +81,17 @@ def test_a_calibration_is_deterministic_and_named_by_its_images():
     assert (restored.sha256, restored.calibration) == (first.sha256, first.calibration)
     with pytest.raises(CalibrationError, match="needs images of the run"):
         engine.prepare(weights, None)
+
+    # export: the kept network itself, with the pixels' scaling and the classifier around it
+    rng = np.random.default_rng(0)
+    head = (rng.normal(size=(1280, 3)).astype(np.float32), np.float32([0.1, -0.2, 0.3]))
+    model = with_pixels_and_head(first.stored, head).SerializeToString()
+    pixels = np.stack([decode_image(jpeg_bytes(noise_image(seed))) for seed in (7, 8)])
+    probabilities = onnxruntime.InferenceSession(model).run(None, {"input": pixels})[0]
+    logits = onnx_session_extractor(first.stored, 1)(preprocess(pixels)) @ head[0] + head[1]
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.allclose(probabilities, expected, atol=1e-5)
 
 
 def test_an_int8_run_reports_its_calibration_and_keeps_its_network(spark, int8_run):

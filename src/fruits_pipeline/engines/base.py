@@ -75,6 +75,9 @@ class FeatureNetwork:
     architecture: str
     precision: str
     layers: Mapping[str, Sequence[np.ndarray]] = field(repr=False)
+    #: the network as ONNX bytes when the weights do not rebuild it (a quantized network,
+    #: calibrated and kept by the run): export writes these, not the layers
+    onnx: bytes | None = field(default=None, repr=False)
 
 
 class Engine(ABC):
