@@ -61,10 +61,13 @@ from fruits_pipeline.results.report import RunReport, read_report
 
 log = logging.getLogger(__name__)
 
-#: The networks ``export`` writes on-device models of: (architecture, precision).  An engine
-#: whose ``feature_network`` is another one needs its writer here first.  An int8 network is
-#: the one the run calibrated and kept (``FeatureNetwork.onnx``): only ONNX reproduces it.
-EXPORTABLE = {(MOBILENET_V2, "float32"), (MOBILENET_V2, "int8")}
+#: The networks ``export`` writes on-device models of from their weights: (architecture,
+#: precision).  An engine whose ``feature_network`` is another one needs its writer here first.
+EXPORTABLE = {(MOBILENET_V2, "float32")}
+
+#: The networks ``export`` writes as the run kept them (``FeatureNetwork.onnx``: a quantized
+#: network calibrated on the run's images, which only ONNX reproduces).
+EXPORTABLE_KEPT = {(MOBILENET_V2, "int8")}
 
 #: Why a format is not written for a network of some precision (one line each).
 REFUSED = {
@@ -175,7 +178,8 @@ def feature_network(
     if report.calibration is not None:
         kept = kept_network(run or report.output, report, engine)
         network = replace(network, precision=kept.network.precision, onnx=kept.network.stored)
-    if (network.architecture, network.precision) not in EXPORTABLE:
+    writes = EXPORTABLE_KEPT if network.onnx is not None else EXPORTABLE
+    if (network.architecture, network.precision) not in writes:
         writable = ", ".join(f"{a} {p}" for a, p in sorted(EXPORTABLE))
         raise ExportInputError(
             f"the features of {report.output!r} came from engine {engine.name!r}, which runs a "
