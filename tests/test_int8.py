@@ -190,3 +190,39 @@ def test_incremental_with_the_float32_engine_featurizes_everything_and_says_why(
     assert report["cnn"]["images_inferred"] == 6
     assert report["provenance"]["precision"] == "float32"
     assert "calibration" not in report and not (output / layout.NETWORK).exists()
+
+
+def test_an_int8_run_exports_the_network_it_kept_as_onnx_only(capsys, tmp_path, weights_files):
+    import onnx
+    from results_run import symlink_tree
+
+    source, output, models = tmp_path / "images", tmp_path / "out", tmp_path / "models"
+    symlink_tree(source)
+    arguments = ["--weights", str(weights_files["legacy"]), "--engine", ENGINE, "--quiet"]
+    code = main(
+        ["run", "--input", str(source), "--output", str(output), *arguments],
+        default_master="local[2,2]",
+    )
+    assert code == 0
+    code = main(["train", str(output), "--max-iter", "20", "--quiet"], default_master="local[2,2]")
+    assert code == 0
+    capsys.readouterr()
+    code = main(
+        ["export", str(output), "--to", str(models), "--golden-images", "2"]
+        + ["--latency-runs", "2"],
+        default_master="local[2,2]",
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    card = json.loads((models / layout.MODEL_CARD).read_text())
+    assert [model["file"] for model in card["models"]] == [layout.ONNX_MODEL]
+    assert card["network"]["precision"] == "int8"
+    assert sorted(path.name for path in models.iterdir() if path.is_file()) == sorted(
+        [layout.ONNX_MODEL, layout.MODEL_CARD]
+    )
+    assert sum("TFLite models not written" in line for line in printed.splitlines()) == 1
+    # the exported classifier holds the network the run kept, every tensor as it was
+    kept = onnx.load_from_string((output / layout.NETWORK).read_bytes())
+    classifier = onnx.load_from_string((models / layout.ONNX_MODEL).read_bytes())
+    exported = {tensor.name: tensor.raw_data for tensor in classifier.graph.initializer}
+    assert all(exported[tensor.name] == tensor.raw_data for tensor in kept.graph.initializer)
