@@ -26,7 +26,7 @@ class CrashOnceEngine(Engine):
         self.marker = marker
         self.inner = engines.get(engines.DEFAULT_ENGINE)
 
-    def prepare(self, weights) -> PreparedNetwork:
+    def prepare(self, weights, calibration=None) -> PreparedNetwork:
         prepared = self.inner.prepare(weights)
         return PreparedNetwork(self.name, prepared.payload, prepared.sha256)
 

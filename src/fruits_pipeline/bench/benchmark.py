@@ -9,7 +9,11 @@ one process so that the ratios hold on a noisy machine:
 2. the whole job in local mode with its default settings: seconds per stage, the extract
    stage's images/s, model builds, CNN calls per image, peak memory of each process;
 3. the ratio of 2 to 1;
-4. the same chain written the notebook way (``notebook_baseline``), in a process and JVM of
+4. the same for the int8 engine (``--int8-engine``, ``onnxruntime-int8`` by default; ``--no-int8``
+   skips it), in the same process: its job first (which calibrates on the run's images),
+   then its ceiling with the network that job kept; and the int8 job's extract stage over
+   the fp32 job's;
+5. the same chain written the notebook way (``notebook_baseline``), in a process and JVM of
    its own: seconds per stage, model builds, and the job's speed-up over it, for the whole
    chain and for the PCA stage (``--no-notebook`` skips it).
 
@@ -54,16 +58,24 @@ def image_files(root: Path, limit: int | None) -> list[Path]:
 
 
 def measure_ceiling(
-    files: list[Path], weights, batch_size: int, threads: int, engine_name: str
+    files: list[Path],
+    weights,
+    batch_size: int,
+    threads: int,
+    engine_name: str,
+    payload: object | None = None,
 ) -> dict:
     """Run decode + preprocess + the engine's inference in this process, no Spark.
 
-    Returns seconds spent reading, decoding (with preprocessing) and in inference, and the
-    images/s of each and overall.  The first batch warms the extractor up and is
-    not counted.
+    ``payload`` is the engine's prepared network (by default ``prepare(weights)``; a
+    quantized engine's is the one its job calibrated and kept).  Returns seconds spent
+    reading, decoding (with preprocessing) and in inference, and the images/s of each and
+    overall.  The first batch warms the extractor up and is not counted.
     """
     engine = engines.get(engine_name)
-    extract = engine.extractor(engine.prepare(weights).payload, threads)
+    if payload is None:
+        payload = engine.prepare(weights).payload
+    extract = engine.extractor(payload, threads)
     warm = np.zeros((batch_size, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3), dtype=np.float32)
     extract(warm)
     read_s = decode_s = infer_s = 0.0
@@ -100,10 +112,15 @@ def measure_ceiling(
 
 
 def run_job_once(
-    input_dir: Path, limit: int | None, weights_text: str, engine: str, workdir: Path
+    input_dir: Path,
+    limit: int | None,
+    weights_text: str,
+    engine: str,
+    workdir: Path,
+    output: str = "job-output",
 ) -> RunReport:
-    """Run the whole job in local mode with its defaults; stop its SparkSession and return
-    its report."""
+    """Run the whole job in local mode with its defaults, into ``workdir/output``; stop its
+    SparkSession and return its report."""
     from fruits_pipeline.chain.job import JobConfig, run_job
     from fruits_pipeline.chain.weights import parse_weights_spec
     from fruits_pipeline.session import build_spark
@@ -113,7 +130,7 @@ def run_job_once(
     spark_seconds = time.perf_counter() - started
     config = JobConfig(
         input=str(input_dir),
-        output=str(workdir / "job-output"),
+        output=str(workdir / output),
         weights=parse_weights_spec(weights_text),
         limit=limit,
         overwrite=True,
@@ -151,6 +168,63 @@ def run_notebook_once(
     env = {key: value for key, value in os.environ.items() if key != BLAS_THREADS_ENV}
     subprocess.run(command, check=True, env=env)
     return json.loads(figures.read_text())
+
+
+def job_figures(report: RunReport) -> dict:
+    """Return a job's figures: extract stage images/s, seconds, builds, memory."""
+    return {
+        "extract_images_per_s": round(report.counts.featurized / report.seconds["extract"], 1),
+        "seconds": report.seconds,
+        "model_builds": vars(report.model_builds),
+        "cnn": vars(report.cnn),
+        "memory_peak_mb": vars(report.memory_peak_mb),
+        "linear_algebra": vars(report.pca.linear_algebra),
+        "counts": {
+            "files_seen": report.counts.files_seen,
+            "featurized": report.counts.featurized,
+            "rejected": report.counts.rejected,
+        },
+    }
+
+
+def measure_int8(
+    args: argparse.Namespace, files: list[Path], weights, fp32_job: dict, workdir: Path
+) -> dict:
+    """Run the int8 engine's job, then its ceiling with the network that job kept; return
+    both, the job's ratio to its ceiling and its speed-up over the fp32 job."""
+    from fruits_pipeline.chain.calibration import kept_network
+    from fruits_pipeline.results.report import read_report
+
+    output = "job-output-int8"
+    report = run_job_once(args.input, args.limit, args.weights, args.int8_engine, workdir, output)
+    kept = kept_network(
+        str(workdir / output),
+        read_report(str(workdir / output / "report.json")),
+        engines.get(args.int8_engine),
+    )
+    ceiling = measure_ceiling(
+        files,
+        weights,
+        args.batch_size,
+        os.cpu_count() or 1,
+        args.int8_engine,
+        kept.network.payload,
+    )
+    job = job_figures(report)
+    return {
+        "ceiling": ceiling,
+        "job": job,
+        "calibration": {
+            "images": kept.facts.images,
+            "paths_sha256": kept.facts.paths_sha256,
+            "fidelity": vars(kept.facts.fidelity) if kept.facts.fidelity else None,
+        },
+        "ratio": job["extract_images_per_s"] / ceiling["images_per_s"]["overall"],
+        "extract_speedup_over_fp32": round(
+            job["extract_images_per_s"] / fp32_job["extract_images_per_s"], 2
+        ),
+        "ceiling_inference_speedup_over_fp32": None,
+    }
 
 
 def compare_with_notebook(job_seconds: dict, notebook_seconds: dict) -> dict:
@@ -192,6 +266,31 @@ def format_table(result: dict) -> str:
             "{blas} / {lapack} ({openblas_threads})".format(**job["linear_algebra"]),
         ),
     ]
+    int8 = result.get("int8")
+    if int8:
+        ceiling8, job8 = int8["ceiling"], int8["job"]
+        fidelity = int8["calibration"]["fidelity"] or {}
+        rows += [
+            ("int8 engine", ceiling8["engine"]),
+            ("int8 ceiling inference images/s", f"{ceiling8['images_per_s']['inference']}"),
+            ("int8 ceiling overall images/s", f"{ceiling8['images_per_s']['overall']}"),
+            ("int8 job extract stage images/s", f"{job8['extract_images_per_s']}"),
+            ("int8 ratio job extract / its ceiling overall", f"{int8['ratio']:.2f}"),
+            ("int8 job extract / fp32 job extract", f"{int8['extract_speedup_over_fp32']:.2f}x"),
+            (
+                "int8 ceiling inference / fp32 ceiling inference",
+                f"{int8['ceiling_inference_speedup_over_fp32']:.2f}x",
+            ),
+            (
+                "int8 job seconds per stage",
+                ", ".join(f"{k} {v:.1f}" for k, v in job8["seconds"].items()),
+            ),
+            (
+                "int8 calibration images, cosine to fp32 (median, min)",
+                f"{int8['calibration']['images']}, {fidelity.get('cosine_median')}, "
+                f"{fidelity.get('cosine_min')}",
+            ),
+        ]
     notebook = result.get("notebook")
     if notebook:
         seconds = notebook["seconds"]
@@ -242,6 +341,16 @@ def main(argv: list[str] | None = None) -> int:
         help=f"inference engine of the ceiling and the job (default {engines.DEFAULT_ENGINE})",
     )
     parser.add_argument(
+        "--int8-engine",
+        choices=sorted(name for name, e in engines.ENGINES.items() if e.calibration_images),
+        default="onnxruntime-int8",
+        help="the quantized engine measured beside --engine in the same run "
+        "(default onnxruntime-int8)",
+    )
+    parser.add_argument(
+        "--no-int8", action="store_true", help="skip the int8 engine's job and ceiling"
+    )
+    parser.add_argument(
         "--no-notebook",
         action="store_true",
         help="skip the notebook-style baseline (saves about half the time)",
@@ -280,32 +389,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="fruits-bench-") as workdir:
         report = run_job_once(args.input, args.limit, args.weights, args.engine, Path(workdir))
+        job = job_figures(report)
+        int8 = None
+        if not args.no_int8:
+            log.info("int8: the %s job, then its ceiling", args.int8_engine)
+            int8 = measure_int8(args, files, weights, job, Path(workdir))
+            int8["ceiling_inference_speedup_over_fp32"] = round(
+                int8["ceiling"]["images_per_s"]["inference"] / ceiling["images_per_s"]["inference"],
+                2,
+            )
         notebook = None
         if not args.no_notebook:
             log.info("notebook-style baseline: same images, same weights")
             notebook = run_notebook_once(
                 args.input, args.limit, args.weights, args.notebook_lapack, Path(workdir)
             )
-    extract_rate = round(report.counts.featurized / report.seconds["extract"], 1)
     result = {
         "input": str(args.input),
         "cores": os.cpu_count(),
         "ceiling": ceiling,
-        "job": {
-            "extract_images_per_s": extract_rate,
-            "seconds": report.seconds,
-            "model_builds": vars(report.model_builds),
-            "cnn": vars(report.cnn),
-            "memory_peak_mb": vars(report.memory_peak_mb),
-            "linear_algebra": vars(report.pca.linear_algebra),
-            "counts": {
-                "files_seen": report.counts.files_seen,
-                "featurized": report.counts.featurized,
-                "rejected": report.counts.rejected,
-            },
-        },
-        "ratio": extract_rate / ceiling["images_per_s"]["overall"],
+        "job": job,
+        "ratio": job["extract_images_per_s"] / ceiling["images_per_s"]["overall"],
     }
+    if int8:
+        result["int8"] = int8
     if notebook:
         result["notebook"] = notebook
         result["versus_notebook"] = compare_with_notebook(report.seconds, notebook["seconds"])

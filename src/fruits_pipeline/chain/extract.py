@@ -38,7 +38,7 @@ from fruits_pipeline.chain.images import (
 from fruits_pipeline.chain.listing import IDENTITY, Listing, label_column, partition_conf
 from fruits_pipeline.chain.provenance import provenance
 from fruits_pipeline.chain.weights import LoadedWeights
-from fruits_pipeline.engines import Engine
+from fruits_pipeline.engines import Engine, PreparedNetwork
 from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak_rss_mb
 from fruits_pipeline.progress import log_progress
 from fruits_pipeline.results import storage
@@ -309,10 +309,14 @@ class NetworkOnWorkers:
 
 
 def broadcast_network(
-    spark: SparkSession, engine: Engine, weights: LoadedWeights
+    spark: SparkSession,
+    engine: Engine,
+    weights: LoadedWeights,
+    prepared: PreparedNetwork | None = None,
 ) -> NetworkOnWorkers:
-    """Prepare ``engine``'s network from ``weights`` on the driver and broadcast it."""
-    prepared = engine.prepare(weights)
+    """Broadcast ``prepared`` (``engine``'s network from ``weights``, prepared on the
+    driver: by default ``engine.prepare(weights)``)."""
+    prepared = prepared or engine.prepare(weights)
     broadcast = spark.sparkContext.broadcast(prepared.payload)
     return NetworkOnWorkers(
         engine,

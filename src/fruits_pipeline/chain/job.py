@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from fruits_pipeline import engines
+from fruits_pipeline.chain.calibration import calibrate, previous_network
 from fruits_pipeline.chain.extract import broadcast_network, extract, extraction_sections
 from fruits_pipeline.chain.filesystems import require_filesystems
 from fruits_pipeline.chain.incremental import previous_run, remove_trained_outputs, trained_outputs
@@ -80,9 +81,21 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
         with clock.stage("list"):
             listing = list_input(spark, config.input, config.limit, at_least=2)
         # The network is prepared once, on the driver, and broadcast to the workers.
+        calibrated = None
         with clock.stage("model"):
             weights = load_weights(config.weights)
-            network = broadcast_network(spark, engine, weights)
+            if not engine.calibration_images:
+                network = broadcast_network(spark, engine, weights)
+        # A quantized network is calibrated on a sample of the run's own images.
+        if engine.calibration_images:
+            with clock.stage("calibrate"):
+                if config.incremental:  # the network of the run it updates, if it has one
+                    calibrated = previous_network(location.final, engine, weights)
+                if calibrated is None:
+                    calibrated = calibrate(
+                        spark, listing.images, listing.root, engine, weights, engine_threads(spark)
+                    )
+                network = broadcast_network(spark, engine, weights, calibrated.network)
 
         previous = None
         trained = []
@@ -126,6 +139,8 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
             with clock.stage("write"):
                 writer.write_tables(project(pca.model, extraction.valid), extraction.rejected)
                 writer.write_pca_model(pca.model)
+                if calibrated is not None and calibrated.network.stored is not None:
+                    writer.write_network(calibrated.network.stored)
                 csv_rows = writer.write_csv(pca.k)
 
             report = RunReport(
@@ -142,9 +157,10 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
                     linear_algebra=algebra,
                 ),
                 weights=weights.facts(),
-                outputs=writer.outputs(pca_model=True),
+                outputs=writer.outputs(pca_model=True, network=calibrated is not None),
                 incremental=plan.incremental,
                 resume=plan.resume,
+                calibration=calibrated.facts if calibrated else None,
                 **extraction_sections(
                     spark,
                     extraction,

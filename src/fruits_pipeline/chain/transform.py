@@ -15,6 +15,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 
 from fruits_pipeline import engines
+from fruits_pipeline.chain.calibration import Calibrated, KeptNetworkError, kept_network
 from fruits_pipeline.chain.extract import (
     ExtractionWork,
     broadcast_network,
@@ -98,6 +99,24 @@ def check_same_weights(model_report: RunReport, weights: LoadedWeights) -> None:
         log.info("weights file differs from the model's run but its arrays are the same")
 
 
+def model_network(model: str, model_report: RunReport, engine: engines.Engine) -> Calibrated | None:
+    """Return the quantized network the model's run kept, when its features came from one
+    (an int8 engine's): new images must go through that very network, never one calibrated
+    again on other images.  None for a float32 run (its weights rebuild its network).
+
+    Raises KeptNetworkError when ``engine`` is not the run's and either of them calibrates,
+    or when the kept network is missing or not the run's."""
+    ran = model_report.settings.engine
+    if model_report.calibration is None and not engine.calibration_images:
+        return None
+    if engine.name != ran:
+        raise KeptNetworkError(
+            f"--model {model!r} was fitted on features of engine {ran}: engine {engine.name} "
+            f"computes other ones; use --engine {ran}"
+        )
+    return kept_network(model, model_report, engine)
+
+
 def transform_job(
     spark: SparkSession,
     config: TransformConfig,
@@ -114,6 +133,7 @@ def transform_job(
     """
     clock = StageClock(seconds_before)
     engine = engines.get(config.engine)
+    kept = model_network(config.model, model_report, engine)
     require_filesystems(
         spark, {"--input": config.input, "--output": config.output, "--model": config.model}
     )
@@ -123,7 +143,7 @@ def transform_job(
         listing = list_input(spark, config.input, config.limit)
     model_uri = storage.join(config.model, layout.PCA_MODEL)
     pca_model = PipelineModel.load(storage.spark_uri(model_uri))
-    network = broadcast_network(spark, engine, weights)
+    network = broadcast_network(spark, engine, weights, kept.network if kept else None)
     with (
         location.claimed(writer.run_id),
         listing,
@@ -165,6 +185,7 @@ def transform_job(
             pca=PcaFacts(**{**vars(model_pca), "from_model": config.model}),
             weights=facts,
             outputs=writer.outputs(pca_model=False),
+            calibration=kept.facts if kept else None,
             **extraction_sections(
                 spark, extraction, network, config.batch_size, config.limit, featurized
             ),

@@ -61,9 +61,19 @@ from fruits_pipeline.results.report import RunReport, read_report
 
 log = logging.getLogger(__name__)
 
-#: The networks ``export`` writes on-device models of: (architecture, precision).  An engine
-#: whose ``feature_network`` is another one (a quantized engine) needs its writer here first.
+#: The networks ``export`` writes on-device models of from their weights: (architecture,
+#: precision).  An engine whose ``feature_network`` is another one needs its writer here first.
 EXPORTABLE = {(MOBILENET_V2, "float32")}
+
+#: The networks ``export`` writes as the run kept them (``FeatureNetwork.onnx``: a quantized
+#: network calibrated on the run's images, which only ONNX reproduces).
+EXPORTABLE_KEPT = {(MOBILENET_V2, "int8")}
+
+#: Why a format is not written for a network of some precision (one line each).
+REFUSED = {
+    "int8": "TFLite models not written: TFLite's converter would quantize the Keras network "
+    "again on its own images, not reproduce the run's int8 ONNX network",
+}
 
 #: Golden vectors: how many test images, and how many labels each lists.
 GOLDEN_TOP = 5
@@ -114,6 +124,12 @@ FORMATS = (
     ExportFormat(layout.TFLITE_INT8_MODEL, TFLITE, "int8"),
 )
 
+#: The formats written for a network of each precision.
+FORMATS_OF = {
+    "float32": FORMATS,
+    "int8": (ExportFormat(layout.ONNX_MODEL, ONNX, "int8"),),
+}
+
 
 def check_exportable(output: str) -> RunReport:
     """Return the report of the trained run at ``output`` (checked before Spark starts);
@@ -143,15 +159,27 @@ def check_exportable(output: str) -> RunReport:
     return report
 
 
-def feature_network(report: RunReport, weights: LoadedWeights) -> FeatureNetwork:
+def feature_network(
+    report: RunReport, weights: LoadedWeights, run: str | None = None
+) -> FeatureNetwork:
     """Return the network that made the run's features, as the run's engine computes it from
-    ``weights`` (which must be the run's: see ``chain.transform.check_same_weights``).
+    ``weights`` (which must be the run's: see ``chain.transform.check_same_weights``); for a
+    quantized run, the network the run at ``run`` (default ``report.output``) kept.
 
-    Raises ExportInputError when export cannot write that network.
+    Raises ExportInputError when export cannot write that network (KeptNetworkError when
+    the kept network is missing or not the run's).
     """
+    from dataclasses import replace
+
+    from fruits_pipeline.chain.calibration import kept_network
+
     engine = engines.get(report.settings.engine)
     network = engine.feature_network(weights)
-    if (network.architecture, network.precision) not in EXPORTABLE:
+    if report.calibration is not None:
+        kept = kept_network(run or report.output, report, engine)
+        network = replace(network, precision=kept.network.precision, onnx=kept.network.stored)
+    writes = EXPORTABLE_KEPT if network.onnx is not None else EXPORTABLE
+    if (network.architecture, network.precision) not in writes:
         writable = ", ".join(f"{a} {p}" for a, p in sorted(EXPORTABLE))
         raise ExportInputError(
             f"the features of {report.output!r} came from engine {engine.name!r}, which runs a "
@@ -204,12 +232,21 @@ def read_images(paths: list[str]) -> tuple[list[bytes], np.ndarray]:
 
 
 def write_models(network: FeatureNetwork, head: DenseHead, calibration: np.ndarray) -> dict:
-    """Return every format's serialized model, by file name."""
+    """Return every format's serialized model (``FORMATS_OF`` the network's precision), by
+    file name."""
     from fruits_pipeline.classifier.tflite import float32_tflite, int8_tflite, keras_classifier
-    from fruits_pipeline.engines.mobilenet_onnx import to_onnx
+    from fruits_pipeline.engines.mobilenet_onnx import to_onnx, with_pixels_and_head
 
     models = {}
     started = time.perf_counter()
+    if network.onnx is not None:  # the run's own (quantized) network, as it kept it
+        model = with_pixels_and_head(network.onnx, (head.weight, head.bias))
+        models[layout.ONNX_MODEL] = model.SerializeToString()
+        log.info(
+            "%s ONNX model written in %.1f s", network.precision, time.perf_counter() - started
+        )
+        log.warning("%s", REFUSED[network.precision])
+        return models
     onnx_model = to_onnx(network.layers, uint8_input=True, head=(head.weight, head.bias))
     models[layout.ONNX_MODEL] = onnx_model.SerializeToString()
     log.info("ONNX model written in %.1f s", time.perf_counter() - started)
@@ -262,7 +299,7 @@ def export_run(
     """Write every format's model, the golden images and the model card to ``location``
     (published whole) and return the card.  ``report`` comes from ``check_exportable``,
     ``weights`` from the run's source, already checked against it."""
-    network = feature_network(report, weights)
+    network = feature_network(report, weights, config.output)
     evaluation = report.evaluation
     saved = read_linear_chain(config.output)
     if saved.labels != evaluation.model.labels:
@@ -283,7 +320,7 @@ def export_run(
     models = write_models(network, head, calibration)
 
     files, expected = [], {}
-    for spec in FORMATS:
+    for spec in FORMATS_OF[network.precision]:
         data = models[spec.file]
         probabilities = open_model(data, spec.format, os.cpu_count() or 1)(golden_pixels)
         names = io_names(data, spec.format)

@@ -99,7 +99,7 @@ def execute(args: argparse.Namespace) -> int:
         check_weights_spec(spec)
         weights = load_weights(spec)
         check_same_weights(report, weights)
-        feature_network(report, weights)
+        feature_network(report, weights, config.output)
         spark, _ = start_spark(args.master)
         return summary(export_run(spark, config, report, weights, location), location.final)
 
@@ -108,6 +108,8 @@ def execute(args: argparse.Namespace) -> int:
 
 def summary(card: ModelCard, folder: str) -> str:
     """Return the short human summary printed after ``export``."""
+    from fruits_pipeline.classifier.export import REFUSED
+
     classifier = card.classifier
     lines = [
         "",
@@ -123,6 +125,8 @@ def summary(card: ModelCard, folder: str) -> str:
             f"  {model.file:<36} {model.bytes / 1e6:6.1f} MB  "
             f"{model.latency_ms_per_image:7.1f} ms per image (one core)"
         )
+    if card.network.precision in REFUSED:
+        lines.append(f"  {REFUSED[card.network.precision]}")
     lines.append(f"  card         {folder}/model_card.json ({len(card.golden)} golden vectors)")
     if not classifier.meaningful:
         lines.append("  !! RANDOM WEIGHTS: this classifier is NOT meaningful")

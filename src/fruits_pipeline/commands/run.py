@@ -154,7 +154,7 @@ def summary(report: RunReport) -> str:
         f"variance (threshold {pca.variance_threshold:.1%})",
         f"  weights          {weights.source}"
         + (f" (sha256 {weights.file_sha256[:12]}…)" if weights.file_sha256 else ""),
-        f"  engine           {report.settings.engine}",
+        f"  engine           {report.settings.engine}" + _calibration(report),
         f"  model builds     driver {report.model_builds.driver}, "
         f"workers {report.model_builds.workers}",
         f"  seconds          {stages}",
@@ -188,6 +188,23 @@ def summary(report: RunReport) -> str:
     if not weights.meaningful:
         lines += RANDOM_WEIGHTS_BANNER
     return "\n".join(lines)
+
+
+def _calibration(report: RunReport) -> str:
+    """The int8 network's calibration and fidelity, for the engine's line."""
+    calibration = report.calibration
+    if calibration is None:
+        return ""
+    said = f" ({calibration.precision}, calibrated on {calibration.images} images"
+    if calibration.restored_from:
+        said = f" ({calibration.precision}, the network kept by {calibration.restored_from}"
+    fidelity = calibration.fidelity
+    if fidelity:
+        said += (
+            f"; cosine to float32 features median {fidelity.cosine_median:.3f}, "
+            f"min {fidelity.cosine_min:.3f} on {fidelity.images} images"
+        )
+    return said + ")"
 
 
 def _mb(value: float | None) -> str:

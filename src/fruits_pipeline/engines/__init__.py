@@ -8,16 +8,32 @@ framework: each engine imports its own inside its methods.
 
 from __future__ import annotations
 
-from fruits_pipeline.engines.base import Engine, Extractor, PreparedNetwork, WorkerCache
+from fruits_pipeline.engines.base import (
+    CalibrationSample,
+    Engine,
+    Extractor,
+    PreparedNetwork,
+    WorkerCache,
+)
 from fruits_pipeline.engines.onnxruntime_engine import OnnxRuntimeEngine
+from fruits_pipeline.engines.onnxruntime_int8_engine import OnnxRuntimeInt8Engine
 from fruits_pipeline.engines.tensorflow_engine import TensorFlowEngine
 from fruits_pipeline.errors import BadInput
 
-__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "Extractor", "PreparedNetwork", "WorkerCache"]
+__all__ = [
+    "DEFAULT_ENGINE",
+    "ENGINES",
+    "CalibrationSample",
+    "Engine",
+    "Extractor",
+    "PreparedNetwork",
+    "WorkerCache",
+]
 
 #: Every engine the job can run, by its ``--engine`` name.
 ENGINES: dict[str, Engine] = {
-    engine.name: engine for engine in (OnnxRuntimeEngine(), TensorFlowEngine())
+    engine.name: engine
+    for engine in (OnnxRuntimeEngine(), OnnxRuntimeInt8Engine(), TensorFlowEngine())
 }
 
 DEFAULT_ENGINE = OnnxRuntimeEngine.name

@@ -41,6 +41,25 @@ class PreparedNetwork:
     #: for a quantized network, what calibrated its bytes (e.g. the sha256 of the calibration
     #: images and method); part of the provenance key that decides what runs may reuse
     calibration: str | None = None
+    #: the bytes a run keeps so that ``transform`` and ``export`` run this very network
+    #: (a quantized one: calibrated on this run's images), None when the weights rebuild it
+    stored: bytes | None = field(default=None, repr=False)
+    #: how the network was calibrated (a quantized one), for the report
+    calibration_settings: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationSample:
+    """Images of the run itself that calibrate a quantized network: a preprocessed float32
+    ``(n, 224, 224, 3)`` batch and the paths of its images, sorted, in the batch's order."""
+
+    batch: np.ndarray = field(repr=False)
+    paths: tuple[str, ...]
+
+    @property
+    def paths_sha256(self) -> str:
+        """The sha256 of the sorted paths, one per line: which images calibrated."""
+        return sha256_bytes("\n".join(self.paths).encode("utf-8"))
 
 
 #: The architecture both engines compute today.
@@ -56,6 +75,9 @@ class FeatureNetwork:
     architecture: str
     precision: str
     layers: Mapping[str, Sequence[np.ndarray]] = field(repr=False)
+    #: the network as ONNX bytes when the weights do not rebuild it (a quantized network,
+    #: calibrated and kept by the run): export writes these, not the layers
+    onnx: bytes | None = field(default=None, repr=False)
 
 
 class Engine(ABC):
@@ -68,10 +90,25 @@ class Engine(ABC):
     #: a Python worker's peak memory in MB at the default batch size, measured (the cluster
     #: configuration's executor overhead must hold two of them: tests/emr checks it)
     worker_memory_mb: int
+    #: how many of the run's own images ``prepare`` needs to calibrate its network
+    #: (a ``CalibrationSample``); 0 for an engine that needs none
+    calibration_images: int = 0
+    #: the arithmetic of the network ``prepare`` returns
+    precision: str = "float32"
 
     @abstractmethod
-    def prepare(self, weights: LoadedWeights) -> PreparedNetwork:
-        """Driver side: return what is broadcast to the workers for ``weights``."""
+    def prepare(
+        self, weights: LoadedWeights, calibration: CalibrationSample | None = None
+    ) -> PreparedNetwork:
+        """Driver side: return what is broadcast to the workers for ``weights``; an engine
+        with ``calibration_images`` gets that many of the run's images (or fewer, when the
+        run has fewer) in ``calibration``."""
+
+    def restore(self, stored: bytes, calibration: str | None) -> PreparedNetwork:
+        """Driver side: return the network a run kept (``PreparedNetwork.stored``, and its
+        ``calibration``), as ``prepare`` returned it then.  Only an engine whose networks
+        are kept (a quantized one) implements it."""
+        raise NotImplementedError(f"engine {self.name} keeps no network: its weights rebuild it")
 
     @abstractmethod
     def extractor(self, payload: Any, threads: int) -> Extractor:

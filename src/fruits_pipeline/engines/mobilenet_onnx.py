@@ -189,6 +189,49 @@ def to_onnx(
     return model
 
 
+def with_pixels_and_head(network: bytes, head: tuple[np.ndarray, np.ndarray]) -> onnx.ModelProto:
+    """Return the feature ``network`` (ONNX bytes with ``to_onnx``'s float32 ``input`` and
+    ``features``, e.g. a quantized one) as a classifier: uint8 RGB ``input`` preprocessed
+    in the graph as ``to_onnx(uint8_input=True)`` does, and ``probabilities`` =
+    softmax(features @ weight + bias) out.  The network's nodes and initializers are kept
+    as they are."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load_from_string(network)
+    writer = _GraphWriter({})
+    preprocessed = writer.preprocess_uint8(INPUT_NAME)
+    head_start = len(writer.nodes)
+    labels = writer.classifier(OUTPUT_NAME, *head)
+    names = {name for node in model.graph.node for name in [*node.input, *node.output]}
+    names |= {init.name for init in model.graph.initializer}
+    added = {name for node in writer.nodes for name in node.output}
+    added |= {init.name for init in writer.initializers}
+    clash = sorted(names & (added - {OUTPUT_NAME}))
+    if clash:
+        raise ValueError(f"the network already has a tensor named {clash[0]!r}")
+    for node in model.graph.node:
+        node.input[:] = [preprocessed if name == INPUT_NAME else name for name in node.input]
+    graph = helper.make_graph(
+        [*writer.nodes[:head_start], *model.graph.node, *writer.nodes[head_start:]],
+        model.graph.name + "_classifier",
+        [
+            helper.make_tensor_value_info(
+                INPUT_NAME, TensorProto.UINT8, ["batch", INPUT_SIZE, INPUT_SIZE, 3]
+            )
+        ],
+        [helper.make_tensor_value_info(PROBABILITIES_NAME, TensorProto.FLOAT, ["batch", labels])],
+        initializer=[*model.graph.initializer, *writer.initializers],
+        value_info=list(model.graph.value_info),
+    )
+    classifier = helper.make_model(
+        graph, producer_name="fruits-pipeline", opset_imports=list(model.opset_import)
+    )
+    classifier.ir_version = model.ir_version
+    onnx.checker.check_model(classifier)
+    return classifier
+
+
 def _shapes_text(shapes: Sequence[tuple[int, ...]]) -> str:
     return "[" + ", ".join(str(tuple(shape)) for shape in shapes) + "]"
 

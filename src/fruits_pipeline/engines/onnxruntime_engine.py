@@ -13,6 +13,7 @@ from fruits_pipeline.engines.base import Engine, Extractor, PreparedNetwork, sha
 
 if TYPE_CHECKING:
     from fruits_pipeline.chain.weights import LoadedWeights
+    from fruits_pipeline.engines.base import CalibrationSample
 
 
 class OnnxRuntimeEngine(Engine):
@@ -23,7 +24,9 @@ class OnnxRuntimeEngine(Engine):
     )
     worker_memory_mb = 400
 
-    def prepare(self, weights: LoadedWeights) -> PreparedNetwork:
+    def prepare(
+        self, weights: LoadedWeights, calibration: CalibrationSample | None = None
+    ) -> PreparedNetwork:
         from fruits_pipeline.engines.mobilenet_onnx import to_onnx
 
         model = to_onnx(weights.layers).SerializeToString()

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from fruits_pipeline.chain.weights import LoadedWeights
+    from fruits_pipeline.engines.base import CalibrationSample
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,9 @@ class TensorFlowEngine(Engine):
     summary = "the weight arrays broadcast, MobileNetV2 rebuilt with Keras in every worker"
     worker_memory_mb = 1050
 
-    def prepare(self, weights: LoadedWeights) -> PreparedNetwork:
+    def prepare(
+        self, weights: LoadedWeights, calibration: CalibrationSample | None = None
+    ) -> PreparedNetwork:
         return PreparedNetwork(self.name, weights.arrays, weights.arrays_sha256)
 
     def extractor(self, payload: list[np.ndarray], threads: int) -> Extractor:

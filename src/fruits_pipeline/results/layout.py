@@ -18,6 +18,9 @@ CSV = "features_pca.csv"
 #: while ``CSV`` is made: its lines, formatted and written by the executors in path order,
 #: one text file per partition, joined into ``CSV`` and removed (results/writer.py)
 CSV_PARTS = "_features_pca.csv.parts"
+#: the quantized ONNX feature network the run's features came from (an int8 engine's,
+#: calibrated on the run's images): ``transform`` and ``export`` run it as it is
+NETWORK = "feature_network.onnx"
 #: PNG plots
 PLOTS = "plots"
 #: the run's facts (see results/report.py)

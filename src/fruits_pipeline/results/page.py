@@ -11,7 +11,7 @@ import base64
 import html
 
 from fruits_pipeline.results import layout
-from fruits_pipeline.results.report import Evaluation, RunReport, WeightsFacts
+from fruits_pipeline.results.report import CalibrationFacts, Evaluation, RunReport, WeightsFacts
 
 #: The plots in the order the page shows them, with their captions.
 FIGURES = [
@@ -179,6 +179,8 @@ def render_html(report: RunReport, pngs: dict[str, bytes]) -> str:
             _grid(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in report.seconds.items()])
         )
     builds, cnn = report.model_builds, report.cnn
+    if report.calibration:
+        parts.append(_calibration_part(report.calibration))
     parts.append("<h3>Model</h3>")
     parts.append(
         _table(
@@ -210,6 +212,35 @@ def render_html(report: RunReport, pngs: dict[str, bytes]) -> str:
     )
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
+
+
+def _calibration_part(calibration: CalibrationFacts) -> str:
+    """The quantized network: its precision, its calibration sample, its fidelity."""
+    rows: list[tuple[object, object]] = [
+        ("precision", calibration.precision),
+        ("calibration images", calibration.images),
+        ("their paths' sha256", calibration.paths_sha256),
+        ("calibration digest", calibration.digest),
+        ("network sha256", calibration.network_sha256),
+    ]
+    rows += [(f"quantization {name}", value) for name, value in calibration.settings.items()]
+    if calibration.restored_from:
+        rows.append(("network kept by", calibration.restored_from))
+    fidelity = calibration.fidelity
+    if fidelity:
+        rows += [
+            (
+                "cosine to float32 features (median, min, mean)",
+                f"{fidelity.cosine_median:.4f}, {fidelity.cosine_min:.4f}, "
+                f"{fidelity.cosine_mean:.4f}",
+            ),
+            (
+                "fidelity measured on",
+                f"{fidelity.images} images"
+                + (" not in the calibration sample" if fidelity.held_out else " (calibration's)"),
+            ),
+        ]
+    return '<h3 id="calibration">Quantized network</h3>' + _table(rows)
 
 
 def _evaluation_section(evaluation: Evaluation, confusion_png: bytes | None) -> str:

@@ -137,12 +137,15 @@ class Outputs:
     report_html: str | None = optional()
     #: after ``train``
     classifier: str | None = optional()
+    #: the quantized feature network the run kept (an int8 engine's)
+    network: str | None = optional()
 
     def names(self) -> list[str]:
         """Return the names written under OUTPUT, folders with a trailing ``/``."""
         written = [f"{layout.FEATURES}/", f"{layout.REJECTED}/"]
         written += [f"{layout.PCA_MODEL}/"] if self.pca_model else []
         written += [f"{layout.CLASSIFIER}/"] if self.classifier else []
+        written += [layout.NETWORK] if self.network else []
         written += [layout.CSV]
         written += [f"{layout.PLOTS}/"] if self.plots else []
         written += [layout.REPORT_HTML] if self.report_html else []
@@ -200,6 +203,40 @@ class ProvenanceFacts:
             if theirs.versions.get(name) != version and theirs.engine == self.engine
         ]
         return "; ".join(said) or "another provenance key"
+
+
+@dataclass
+class FidelityFacts:
+    """How close a quantized network's features are to the float32 network's, measured in
+    the run on a few of its images."""
+
+    images: int
+    #: True when none of them calibrated the network
+    held_out: bool
+    #: the network compared with
+    reference: str
+    cosine_median: float
+    cosine_min: float
+    cosine_mean: float
+
+
+@dataclass
+class CalibrationFacts:
+    """How a quantized network was made from the run's own images."""
+
+    precision: str
+    #: ``ProvenanceFacts.calibration``: the sha256 over the settings and the sample
+    digest: str
+    #: images that calibrated, and the sha256 of their sorted paths (one per line)
+    images: int
+    paths_sha256: str
+    #: how it was quantized: format, weights, per_channel, activations, method
+    settings: dict[str, str]
+    #: the quantized network's sha256 (``ProvenanceFacts.network_sha256``)
+    network_sha256: str
+    fidelity: FidelityFacts | None = optional()
+    #: the run whose kept network was run again (``transform``), not calibrated here
+    restored_from: str | None = optional()
 
 
 @dataclass
@@ -335,6 +372,8 @@ class RunReport:
     evaluation: Evaluation | None = optional()
     provenance: ProvenanceFacts | None = optional()
     resume: ResumeFacts | None = optional()
+    #: a quantized network's calibration (an int8 engine), else absent
+    calibration: CalibrationFacts | None = optional()
 
     @property
     def is_transform(self) -> bool:
@@ -362,6 +401,7 @@ _ORDER = (
     "incremental",
     "resume",
     "provenance",
+    "calibration",
     "run_id",
     "started_at",
     "finished_at",

@@ -56,6 +56,10 @@ class ResultsWriter:
         """Write the fitted scaler + PCA as ``pca_model/``."""
         model.write().overwrite().save(self.location.spark_path(layout.PCA_MODEL))
 
+    def write_network(self, network: bytes) -> None:
+        """Write the quantized feature network the run's features came from."""
+        storage.write_bytes(self.location.path(layout.NETWORK), network)
+
     def write_csv(self, k: int) -> int:
         """Write ``features_pca.csv`` from the features table written before; return the rows."""
         features = self.spark.read.parquet(self.location.spark_path(layout.FEATURES))
@@ -63,8 +67,9 @@ class ResultsWriter:
             features, self.location.path(layout.CSV), k, self.location.path(layout.CSV_PARTS)
         )
 
-    def outputs(self, pca_model: bool) -> Outputs:
-        """Return where the tables, the CSV, the model and the report will be."""
+    def outputs(self, pca_model: bool, network: bool = False) -> Outputs:
+        """Return where the tables, the CSV, the model, the kept network and the report
+        will be."""
         final = self.location.final_path
         return Outputs(
             features=final(layout.FEATURES),
@@ -72,6 +77,7 @@ class ResultsWriter:
             csv=final(layout.CSV),
             report=final(layout.REPORT_JSON),
             pca_model=final(layout.PCA_MODEL) if pca_model else None,
+            network=final(layout.NETWORK) if network else None,
         )
 
     def publish(self, report: RunReport, seconds: dict[str, float], visuals: bool = True) -> None:
