@@ -36,6 +36,7 @@ import numpy as np
 
 from fruits_pipeline import engines
 from fruits_pipeline.chain.images import MODEL_INPUT_SIZE, decode_image, is_image_path, preprocess
+from fruits_pipeline.results import layout
 from fruits_pipeline.results.report import RunReport
 from fruits_pipeline.session import BLAS_THREADS_ENV
 
@@ -199,7 +200,7 @@ def measure_int8(
     report = run_job_once(args.input, args.limit, args.weights, args.int8_engine, workdir, output)
     kept = kept_network(
         str(workdir / output),
-        read_report(str(workdir / output / "report.json")),
+        read_report(str(workdir / output / layout.REPORT_JSON)),
         engines.get(args.int8_engine),
     )
     ceiling = measure_ceiling(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -57,7 +56,7 @@ def plan_reuse(
     if staging.adopted:
         folders = [storage.spark_uri(staging.units_folder(run)) for run in staging.adopted]
         staged = spark.read.schema(STORED_SCHEMA).parquet(*folders)
-        kept_staged = kept(unchanged(staged, current))
+        kept_staged = unchanged(staged, current)
         reused_staged, featurized = reused_counts(kept_staged)
         reused_featurized += featurized
         reusable.append(kept_staged)
@@ -73,10 +72,10 @@ def plan_reuse(
             note=previous.note,
         )
     elif previous is not None:
-        same = kept(unchanged(previous.rows, current))
+        same = unchanged(previous.rows, current)
         same_count = same.count()
         if kept_staged is not None:  # staged rows come first
-            same = kept(same.join(kept_staged.select("path"), "path", "left_anti"))
+            same = same.join(kept_staged.select("path"), "path", "left_anti")
         kept_previous = same
         reused_featurized += reused_counts(kept_previous)[1]
         reusable.append(kept_previous)
@@ -138,12 +137,6 @@ def unchanged(rows: DataFrame, current: DataFrame) -> DataFrame:
         .join(current, IDENTITY, "left_semi")
         .select("path", F.col("error").isNull().alias("ok"))
     )
-
-
-def kept(paths: DataFrame) -> DataFrame:
-    """``paths`` computed once: it is counted, joined and filtered on, and the files it was
-    made from must not be listed again between those uses."""
-    return paths.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def reused_counts(paths: DataFrame) -> tuple[int, int]:
