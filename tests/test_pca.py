@@ -10,10 +10,10 @@ from pyspark.ml.functions import array_to_vector
 
 from fruits_pipeline.chain.pca import (
     PCAInputError,
+    Projection,
     choose_k,
     fit_two_pass_pca,
     linear_algebra,
-    project,
 )
 
 
@@ -72,8 +72,7 @@ def test_two_pass_pca_matches_scikit_learn(spark):
     assert np.allclose(result.cumulative_variance[: result.k], cumulative[: result.k], atol=1e-6)
     assert result.variance_kept >= 0.9
 
-    projected = project(result.model, frame).orderBy("id").select("pca_features").collect()
-    ours = np.array([row[0] for row in projected])
+    ours = Projection.of(result.model)(data)
     theirs = reference.transform(scaled)[:, : result.k]
     signs = np.sign(np.sum(ours * theirs, axis=0))  # components are defined up to sign
     assert ours.shape == (len(data), result.k)
@@ -115,9 +114,37 @@ def test_pass_two_equals_a_fresh_pca_k_fit(spark, tmp_path):
 
     result.model.write().save(str(tmp_path / "model"))  # saved and loaded like any model
     loaded = PipelineModel.load(str(tmp_path / "model"))
-    again = np.array([r[0] for r in project(loaded, frame).select("pca_features").collect()])
-    first = np.array([r[0] for r in project(result.model, frame).select("pca_features").collect()])
-    assert again.shape == (80, result.k) and np.allclose(again, first)
+    again, first = Projection.of(loaded)(data), Projection.of(result.model)(data)
+    assert again.shape == (80, result.k) and np.array_equal(again, first)
+
+
+@pytest.mark.spark
+def test_the_projection_computes_what_spark_ml_transform_computes(spark):
+    """Spark ML's own ``PipelineModel.transform`` (a matrix-vector product per row) is the
+    reference: the batched projection must give the same floats, a constant feature too."""
+    from pyspark.ml.functions import vector_to_array
+
+    data = low_rank_features(rows=60, dims=16, seed=5)
+    data[:, 3] = 2.5  # std 0: Spark scales it by 0, not by infinity
+    frame = spark.createDataFrame(
+        [(i, row.tolist()) for i, row in enumerate(data)], "id int, features array<float>"
+    )
+    result = fit_two_pass_pca(frame, threshold=0.95)
+    scaler, _ = result.model.stages
+    vectors = frame.select("id", array_to_vector("features").alias(scaler.getInputCol()))
+    theirs = np.array(
+        [
+            row[0]
+            for row in result.model.transform(vectors)
+            .orderBy("id")
+            .select(vector_to_array(result.model.stages[1].getOutputCol(), "float32"))
+            .collect()
+        ]
+    )
+    ours = Projection.of(result.model)(data)
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape == (60, result.k)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+    assert np.mean(ours == theirs) > 0.99  # the same float64 arithmetic, in another order
 
 
 def test_spark_uses_the_native_lapack_where_one_is_installed(spark):

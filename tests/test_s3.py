@@ -57,10 +57,11 @@ def test_features_csv_streams_to_s3(spark, bucket, tmp_path):
     ]
     frame = spark.createDataFrame(rows, "path string, label string, pca_features array<float>")
     uri = f"s3a://{bucket}/out/features_pca.csv"  # EMRFS/S3A style URIs work too
-    # the executors' part files stay local here (this Spark has no S3 filesystem: on EMR
-    # they are under OUTPUT too); the driver joins them into the one object on S3
+    # the parts stay local here: this session's Python workers started before the bucket's
+    # credentials were set (on EMR they are under OUTPUT); the driver joins them on S3
     parts = str(tmp_path / "parts")
     assert write_features_csv(frame.repartition(3), uri, 2, parts) == 2500
+    assert not storage.exists(parts)
     table = list(csv.reader(io.StringIO(read_object(bucket, "out/features_pca.csv"))))
     assert table[0] == ["path", "label", "pc_1", "pc_2"]
     assert len(table) == 2501

@@ -63,8 +63,7 @@ def new_images(run, root: Path) -> tuple[dict[str, str], Path]:
 
 def test_transform_projects_like_the_batch_run(spark, capsys, tmp_path, run):
     from pyspark.ml import PipelineModel
-
-    from fruits_pipeline.chain.pca import project
+    from pyspark.ml.linalg import Vectors
 
     seen, unseen = new_images(run, tmp_path / "new")
     output = tmp_path / "out2"
@@ -106,11 +105,13 @@ def test_transform_projects_like_the_batch_run(spark, capsys, tmp_path, run):
         assert len(again["pca_features"]) == k
         assert np.allclose(again["pca_features"], before["pca_features"], atol=1e-4)
 
-    # the unseen image is projected by the saved model as it is (a refit would differ)
+    # the unseen image is projected by the saved model as it is (a refit would differ):
+    # Spark ML's own transform of the saved model is the reference
     model = PipelineModel.load(str(run.output / "pca_model"))
     fresh = projected[f"file:{unseen}"]
-    frame = spark.createDataFrame([(fresh["features"],)], "features array<float>")
-    expected = project(model, frame).first()["pca_features"]
+    scaler, pca = model.stages
+    frame = spark.createDataFrame([(Vectors.dense(fresh["features"]),)], [scaler.getInputCol()])
+    expected = model.transform(frame).first()[pca.getOutputCol()].toArray()
     assert np.allclose(fresh["pca_features"], expected, atol=1e-5)
 
     with open(output / "features_pca.csv", newline="", encoding="utf-8") as handle:

@@ -18,7 +18,7 @@ from fruits_pipeline.chain.extract import broadcast_network, extract, extraction
 from fruits_pipeline.chain.filesystems import require_filesystems
 from fruits_pipeline.chain.incremental import previous_run, remove_trained_outputs, trained_outputs
 from fruits_pipeline.chain.listing import InputError, Listing, list_images
-from fruits_pipeline.chain.pca import fit_two_pass_pca, linear_algebra, project
+from fruits_pipeline.chain.pca import Projection, fit_two_pass_pca, linear_algebra
 from fruits_pipeline.chain.reuse import plan_reuse
 from fruits_pipeline.chain.weights import WeightsSpec, load_weights
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE, DEFAULT_VARIANCE_THRESHOLD
@@ -137,7 +137,7 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
                 pca = fit_two_pass_pca(extraction.valid, config.variance_threshold)
 
             with clock.stage("write"):
-                writer.write_tables(project(pca.model, extraction.valid), extraction.rejected)
+                writer.write_tables(extraction.valid, extraction.rejected, Projection.of(pca.model))
                 writer.write_pca_model(pca.model)
                 if calibrated is not None and calibrated.network.stored is not None:
                     writer.write_network(calibrated.network.stored)

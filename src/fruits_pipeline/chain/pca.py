@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCA, PCAModel, StandardScaler
-from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame, SparkSession
 
 from fruits_pipeline.errors import BadInput
@@ -157,15 +157,39 @@ def linear_algebra(spark: SparkSession) -> LinearAlgebra:
     return LinearAlgebra(blas=blas, lapack=lapack, native=native, openblas_threads=threads)
 
 
-def project(
-    model: PipelineModel,
-    features: DataFrame,
-    input_col: str = "features",
-    output_col: str = "pca_features",
-) -> DataFrame:
-    """Return ``features`` with ``output_col``: the ``array<float>`` projection by ``model``."""
-    with_vector = features.withColumn(VECTOR_COL, array_to_vector(input_col))
-    projected = model.transform(with_vector)
-    return projected.withColumn(output_col, vector_to_array(PCA_VECTOR_COL, dtype="float32")).drop(
-        VECTOR_COL, SCALED_COL, PCA_VECTOR_COL
-    )
+@dataclass(frozen=True)
+class Projection:
+    """A fitted scaler + PCA as plain arrays: ``(features - mean) * scale @ components``.
+
+    What ``PipelineModel.transform`` computes row by row (a matrix-vector product per row,
+    which reads the whole 1280 x k matrix for every image), done for a batch of rows in one
+    matrix product, in the Python workers; the same float64 arithmetic, then float32.
+    """
+
+    #: the scaler's per-feature mean, and 1/std (0 where std is 0, as Spark does)
+    mean: np.ndarray
+    scale: np.ndarray
+    #: the principal components, one column each (features x k)
+    components: np.ndarray
+
+    @classmethod
+    def of(cls, model: PipelineModel) -> Projection:
+        """Return the projection of a scaler + PCA ``PipelineModel`` (``fit_two_pass_pca``'s,
+        or one loaded from ``pca_model/``)."""
+        scaler, pca = model.stages
+        std = scaler.std.toArray()
+        mean = scaler.mean.toArray() if scaler.getWithMean() else np.zeros_like(std)
+        if scaler.getWithStd():
+            scale = np.divide(1.0, std, out=np.zeros_like(std), where=std != 0)
+        else:
+            scale = np.ones_like(std)
+        return cls(mean=mean, scale=scale, components=pca.pc.toArray())
+
+    @property
+    def k(self) -> int:
+        return int(self.components.shape[1])
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """Project ``features`` (rows x features) to float32 rows x k."""
+        scaled = (np.asarray(features, dtype=np.float64) - self.mean) * self.scale
+        return (scaled @ self.components).astype(np.float32)

@@ -24,7 +24,7 @@ from fruits_pipeline.chain.extract import (
 )
 from fruits_pipeline.chain.filesystems import require_filesystems
 from fruits_pipeline.chain.job import list_input
-from fruits_pipeline.chain.pca import project
+from fruits_pipeline.chain.pca import Projection
 from fruits_pipeline.chain.weights import LoadedWeights, WeightsError, WeightsSpec
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
 from fruits_pipeline.errors import BadInput
@@ -163,7 +163,7 @@ def transform_job(
         featurized = extraction.counts.featurized
         log.info("featurized %d images, rejected %d", featurized, extraction.counts.rejected)
         with clock.stage("project"):
-            writer.write_tables(project(pca_model, extraction.valid), extraction.rejected)
+            writer.write_tables(extraction.valid, extraction.rejected, Projection.of(pca_model))
             csv_rows = writer.write_csv(model_report.pca.k)
         facts = weights.facts()
         facts.model_source = model_report.weights.source

@@ -13,8 +13,11 @@ import io
 import json
 import logging
 import os
+import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import fsspec
 
@@ -116,16 +119,33 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 def write_atomic(uri: str, data: bytes, tagging: str | None = None) -> None:
     """Write ``data`` to ``uri`` so that it appears whole or not at all, even if the process
-    dies midway.
-
-    Locally: written to a hidden temporary file beside it (Spark's readers skip ``.x``
-    names), flushed to disk, then renamed over ``uri``.  On S3 one PUT is atomic (the object
-    exists whole or not at all); ``tagging`` (``key=value``) tags it, for lifecycle rules.
+    dies midway (see ``atomic_file``).  On S3 one PUT is atomic (the object exists whole or
+    not at all); ``tagging`` (``key=value``) tags it, for lifecycle rules.
     """
     if is_remote(uri):
         fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
         extra = {"Tagging": tagging} if tagging else {}
         fs.pipe_file(path, data, **extra)
+        return
+    with atomic_file(uri) as handle:
+        handle.write(data)
+
+
+@contextmanager
+def atomic_file(uri: str) -> Iterator[BinaryIO]:
+    """Yield a binary file whose bytes appear at ``uri`` whole when the block ends, and
+    nowhere if it fails or the process dies midway.
+
+    Locally: a hidden temporary file beside ``uri`` (Spark's readers skip ``.x`` names),
+    flushed to disk, then renamed over it.  Remote: a local temporary file, uploaded when
+    complete (an S3 object exists whole or not at all).
+    """
+    if is_remote(uri):
+        with tempfile.NamedTemporaryFile(prefix="fruits-part-") as handle:
+            yield handle
+            handle.flush()
+            fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
+            fs.put_file(handle.name, path)
         return
     path = local_path(uri)
     folder, name = os.path.split(path)
@@ -133,7 +153,7 @@ def write_atomic(uri: str, data: bytes, tagging: str | None = None) -> None:
     temporary = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         with open(temporary, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -12,18 +12,20 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import numpy as np
 from pyspark.ml import PipelineModel
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 
 from fruits_pipeline.errors import BadInput
-from fruits_pipeline.results import layout, plots, storage
+from fruits_pipeline.results import csv_format, layout, plots, storage
+from fruits_pipeline.results.csv_format import csv_lines
 from fruits_pipeline.results.location import OutputLocation
 from fruits_pipeline.results.page import FIGURES, render_html
+from fruits_pipeline.results.parts import DerivedColumn, write_parquet_parts, write_text_parts
 from fruits_pipeline.results.report import (
     Outputs,
     ProvenanceFacts,
@@ -46,11 +48,16 @@ class ResultsWriter:
         #: the run's id: in its lock, its staging and its report
         self.run_id = uuid.uuid4().hex
 
-    def write_tables(self, features: DataFrame, rejected: DataFrame) -> None:
-        """Write ``features/`` (valid images, projected) and ``rejected/`` (written even
-        when empty)."""
-        storage.write_parquet(features, self.location.spark_path(layout.FEATURES), "overwrite")
+    def write_tables(
+        self, features: DataFrame, rejected: DataFrame, project: Callable[[np.ndarray], np.ndarray]
+    ) -> int:
+        """Write ``features/`` (the valid images' rows, with ``pca_features`` = ``project``
+        of their ``features``, computed and written by the executors) and ``rejected/``
+        (written even when empty); return the rows of ``features/``."""
+        derived = DerivedColumn(name="pca_features", source="features", compute=project)
+        parts = write_parquet_parts(features, self.location.path(layout.FEATURES), derived)
         storage.write_parquet(rejected, self.location.spark_path(layout.REJECTED), "overwrite")
+        return sum(part.rows for part in parts)
 
     def write_pca_model(self, model: PipelineModel) -> None:
         """Write the fitted scaler + PCA as ``pca_model/``."""
@@ -170,49 +177,26 @@ def draw_run_plots(report: RunReport, points) -> dict[str, bytes]:
     }
 
 
-#: The CSV's line end: Python's ``csv`` module's, which the file had when the driver wrote it.
-CSV_LINE_END = "\r\n"
-
-
-def csv_field(column: Column) -> Column:
-    """Spark expression: the string ``column`` as one field of Python's ``csv`` writer
-    (minimal quoting): quoted, its quotes doubled, when it holds a comma, a quote, a
-    carriage return or a line feed; as it is otherwise."""
-    quoted = F.concat(F.lit('"'), F.regexp_replace(column, '"', '""'), F.lit('"'))
-    return F.when(column.rlike('[,"\r\n]'), quoted).otherwise(column)
-
-
 def write_features_csv(features: DataFrame, uri: str, k: int, parts_uri: str) -> int:
-    """Write ``path``, ``label``, ``pc_1`` … ``pc_k`` as one CSV at ``uri``, sorted by path;
-    return the number of rows.
+    """Write ``path``, ``label``, ``pc_1`` … ``pc_k`` of ``features`` as one CSV at ``uri``,
+    sorted by path; return the number of rows.
 
-    The executors format the lines (each number as Spark casts a float to a string: the
-    shortest decimal that reads back as the same float32) and write them in path order,
-    one text file per sorted partition, under ``parts_uri``; the driver then joins those
-    files' bytes behind the header, never looking at a row, and removes them.  Line ends
-    are ``\r\n``, as Python's ``csv`` module writes them.
+    The executors sort the rows, format their lines (``csv_format``) and write them in path
+    order, one file per sorted partition, under ``parts_uri``; the driver then joins those
+    files' bytes behind the header, never looking at a row, and removes them.
     """
-    numbers = F.array_join(F.transform("pca_features", lambda value: value.cast("string")), ",")
-    label = F.coalesce(F.col("label"), F.lit(""))
-    line = F.concat_ws(",", csv_field(F.col("path")), csv_field(label), numbers)
     storage.remove(parts_uri)
-    (
-        # sorted before the lines are made: the shuffle then moves the floats, not their
-        # (about three times longer) text
-        features.orderBy("path")
-        .select(line.alias("value"))
-        .write.option("lineSep", CSV_LINE_END)
-        .text(storage.spark_uri(parts_uri))
+    sorted_rows = features.select("path", "label", "pca_features").orderBy("path")
+    parts = write_text_parts(
+        sorted_rows,
+        parts_uri,
+        lambda batch: csv_lines(batch["path"], batch["label"], batch["pca_features"], k),
     )
-    header = ",".join(["path", "label", *[f"pc_{i}" for i in range(1, k + 1)]]) + CSV_LINE_END
-    parts = [
-        storage.join(parts_uri, name)
-        for name in storage.list_names(parts_uri)
-        if name.startswith("part-")
-    ]
-    storage.concatenate(uri, header.encode("utf-8"), parts)
+    storage.concatenate(
+        uri, csv_format.header(k).encode("utf-8"), [storage.join(parts_uri, p.name) for p in parts]
+    )
     storage.remove(parts_uri)
-    return features.count()
+    return sum(part.rows for part in parts)
 
 
 def read_plots(output: str) -> dict[str, bytes]:

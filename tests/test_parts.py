@@ -1,0 +1,81 @@
+"""Tables and text the executors write themselves, one file per task (results/parts.py),
+and the arrow arrays they hand to numpy (results/arrays.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fruits_pipeline.results.arrays import array_matrix, matrix_array
+from fruits_pipeline.results.parts import DerivedColumn, write_parquet_parts, write_text_parts
+from fruits_pipeline.session import session_conf
+
+
+def test_a_list_array_and_a_matrix_make_each_other():
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    column = matrix_array(matrix)
+    assert column.to_pylist() == matrix.tolist()
+    np.testing.assert_array_equal(array_matrix(column), matrix)
+    np.testing.assert_array_equal(array_matrix(column.slice(1, 2)), matrix[1:3])  # offsets
+    assert array_matrix(column.slice(0, 0)).shape == (0, 0)
+    with pytest.raises(ValueError, match="different lengths or nulls"):
+        array_matrix(pa.array([[1.0], [2.0, 3.0]], pa.list_(pa.float32())))
+    with pytest.raises(ValueError, match="different lengths or nulls"):
+        array_matrix(pa.array([None, [2.0]], pa.list_(pa.float32())))
+
+
+@pytest.mark.spark
+def test_each_row_gets_the_derived_values_of_its_own_features(spark, tmp_path):
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((500, 6)).astype(np.float32)
+    rows = [(f"img-{i:03d}", i, features[i].tolist()) for i in range(len(features))]
+    frame = spark.createDataFrame(rows, "path string, n int, features array<float>")
+    weights = rng.standard_normal((6, 2))
+    derived = DerivedColumn("pca_features", "features", lambda m: m.astype(np.float64) @ weights)
+    target = tmp_path / "features"
+    (target / "stale").mkdir(parents=True)  # a previous table's files are replaced
+    parts = write_parquet_parts(frame.repartition(3), str(target), derived)
+
+    assert len(parts) == 3 and sum(part.rows for part in parts) == len(rows)
+    assert sorted(p.name for p in target.iterdir()) == sorted(part.name for part in parts)
+    back = spark.read.parquet(str(target))
+    assert back.columns == ["path", "n", "features", "pca_features"]
+    by_path = {row["path"]: row for row in back.collect()}
+    assert len(by_path) == len(rows)
+    for path, n, values in rows:
+        row = by_path[path]
+        assert row["n"] == n and row["features"] == pytest.approx(values)
+        expected = (np.array(values, dtype=np.float32) @ weights).astype(np.float32)
+        np.testing.assert_array_equal(np.array(row["pca_features"], dtype=np.float32), expected)
+
+
+@pytest.mark.spark
+def test_a_table_without_rows_is_written_with_its_schema(spark, tmp_path):
+    frame = spark.createDataFrame([], "path string, features array<float>")
+    derived = DerivedColumn("pca_features", "features", lambda m: m[:, :1])
+    parts = write_parquet_parts(frame, str(tmp_path / "empty"), derived)
+    assert [part.rows for part in parts] == [0]
+    back = spark.read.parquet(str(tmp_path / "empty"))
+    assert back.count() == 0 and back.columns == ["path", "features", "pca_features"]
+    schema = pq.read_schema(next((tmp_path / "empty").iterdir()))
+    assert schema.field("pca_features").type == pa.list_(pa.float32())
+
+
+@pytest.mark.spark
+def test_text_parts_come_back_in_the_order_of_a_sorted_frame(spark, tmp_path):
+    frame = spark.range(0, 5000).selectExpr("cast(id as string) as word").repartition(4)
+    # small rows: left alone, Spark would coalesce the sorted partitions into one
+    with session_conf(spark, {"spark.sql.adaptive.coalescePartitions.enabled": "false"}):
+        parts = write_text_parts(
+            frame.orderBy("word"),
+            str(tmp_path / "parts"),
+            lambda batch: "".join(word + "\n" for word in batch["word"].to_pylist()).encode(),
+        )
+    assert sum(part.rows for part in parts) == 5000 and len(parts) > 1
+    words = []
+    for part in parts:
+        words += (tmp_path / "parts" / part.name).read_text().splitlines()
+    assert words == sorted(str(i) for i in range(5000))
+    assert not [p for p in (tmp_path / "parts").iterdir() if p.name.startswith(".")]
