@@ -56,8 +56,10 @@ def run_notebook_job(
     weights_arrays: list[np.ndarray],
     limit: int | None = None,
     variance_threshold: float = 0.95,
+    partitions: int = NOTEBOOK_PARTITIONS,
 ) -> dict:
     """Run the notebook-style chain on ``input_dir``; write under ``output_dir``.
+    ``partitions`` is its ``repartition``'s (each builds the network once).
 
     Returns seconds per stage (``model``, ``extract``, ``pca``, ``write``), model builds on
     the workers, CNN calls per image, the number of images featurized and the k chosen.
@@ -118,7 +120,7 @@ def run_notebook_job(
     features_uri = f"{output_dir}/features"
 
     started = time.perf_counter()
-    features = images.repartition(NOTEBOOK_PARTITIONS).select(
+    features = images.repartition(partitions).select(
         F.col("path"), F.col("label"), featurize_udf("content").alias("features")
     )
     features.write.mode("overwrite").parquet(features_uri)

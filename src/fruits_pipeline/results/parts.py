@@ -70,9 +70,9 @@ def write_parquet_parts(
     frame: DataFrame, uri: str, derived: DerivedColumn | None = None
 ) -> list[Part]:
     """Write ``frame`` (with ``derived`` appended) as a parquet table at the folder ``uri``
-    (local or ``s3://``), replacing whatever is there: one file per task, snappy, no dictionary encoding (as
-    ``storage.PARQUET_OPTIONS``); return the files.  A frame without rows gets one empty
-    file, so that the table can be read (and has its schema)."""
+    (local or ``s3://``), replacing whatever is there: one file per task, snappy, no
+    dictionary encoding (as ``storage.PARQUET_OPTIONS``); return the files.  A frame without
+    rows gets one empty file, so that the table can be read (and has its schema)."""
     storage.remove(uri)
     token = uuid.uuid4().hex[:12]
 
