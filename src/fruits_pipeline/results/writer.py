@@ -54,14 +54,25 @@ class ResultsWriter:
         """Write ``features/`` (the valid images' rows, with ``pca_features`` = ``project``
         of their ``features``, computed and written by the executors) and ``rejected/``
         (written even when empty); return the rows of ``features/``."""
+        started = time.perf_counter()
         derived = DerivedColumn(name="pca_features", source="features", compute=project)
         parts = write_parquet_parts(features, self.location.path(layout.FEATURES), derived)
+        rows = sum(part.rows for part in parts)
+        log.info(
+            "%s/ written: %d rows in %d files, %.1f s",
+            layout.FEATURES,
+            rows,
+            len(parts),
+            time.perf_counter() - started,
+        )
         storage.write_parquet(rejected, self.location.spark_path(layout.REJECTED), "overwrite")
-        return sum(part.rows for part in parts)
+        return rows
 
     def write_pca_model(self, model: PipelineModel) -> None:
         """Write the fitted scaler + PCA as ``pca_model/``."""
+        started = time.perf_counter()
         model.write().overwrite().save(self.location.spark_path(layout.PCA_MODEL))
+        log.info("%s/ written, %.1f s", layout.PCA_MODEL, time.perf_counter() - started)
 
     def write_network(self, network: bytes) -> None:
         """Write the quantized feature network the run's features came from."""
@@ -69,10 +80,13 @@ class ResultsWriter:
 
     def write_csv(self, k: int) -> int:
         """Write ``features_pca.csv`` from the features table written before; return the rows."""
+        started = time.perf_counter()
         features = self.spark.read.parquet(self.location.spark_path(layout.FEATURES))
-        return write_features_csv(
+        rows = write_features_csv(
             features, self.location.path(layout.CSV), k, self.location.path(layout.CSV_PARTS)
         )
+        log.info("%s written: %d rows, %.1f s", layout.CSV, rows, time.perf_counter() - started)
+        return rows
 
     def outputs(self, pca_model: bool, network: bool = False) -> Outputs:
         """Return where the tables, the CSV, the model, the kept network and the report
