@@ -8,8 +8,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fruits_pipeline.chain.extract import valid_rows
 from fruits_pipeline.results.arrays import array_matrix, matrix_array
-from fruits_pipeline.results.parts import DerivedColumn, write_parquet_parts, write_text_parts
+from fruits_pipeline.results.parts import (
+    DerivedColumn,
+    SourceFiles,
+    write_parquet_parts,
+    write_text_parts,
+)
 from fruits_pipeline.session import session_conf
 
 
@@ -26,41 +32,70 @@ def test_a_list_array_and_a_matrix_make_each_other():
         array_matrix(pa.array([None, [2.0]], pa.list_(pa.float32())))
 
 
+def unit_files(folder, features: np.ndarray, per_file: int) -> list[str]:
+    """Write ``features`` as parquet files of ``per_file`` rows, every 7th row an error
+    row; return their URIs as Spark gives them (percent-encoded ``file:`` URIs)."""
+    folder.mkdir(parents=True)
+    uris = []
+    for start in range(0, len(features), per_file):
+        rows = range(start, min(start + per_file, len(features)))
+        table = pa.table(
+            {
+                "path": [f"img-{i:03d}" for i in rows],
+                "n": pa.array(list(rows), pa.int64()),
+                "features": [features[i].tolist() for i in rows],
+                "error": [("bad" if i % 7 == 0 else None) for i in rows],
+            }
+        )
+        path = folder / f"unit {start:04d}%.parquet"  # a space and a % in the name
+        pq.write_table(table, path)
+        uris.append(path.as_uri())
+    return uris
+
+
+KEPT = pa.schema([("path", pa.string()), ("n", pa.int64()), ("features", pa.list_(pa.float32()))])
+
+
 @pytest.mark.spark
 def test_each_row_gets_the_derived_values_of_its_own_features(spark, tmp_path):
     rng = np.random.default_rng(3)
     features = rng.standard_normal((500, 6)).astype(np.float32)
-    rows = [(f"img-{i:03d}", i, features[i].tolist()) for i in range(len(features))]
-    frame = spark.createDataFrame(rows, "path string, n int, features array<float>")
+    uris = unit_files(tmp_path / "units", features, per_file=37)
     weights = rng.standard_normal((6, 2))
     derived = DerivedColumn("pca_features", "features", lambda m: m.astype(np.float64) @ weights)
     target = tmp_path / "features"
     (target / "stale").mkdir(parents=True)  # a previous table's files are replaced
-    parts = write_parquet_parts(frame.repartition(3), str(target), derived)
+    parts = write_parquet_parts(spark, SourceFiles(uris, valid_rows, KEPT), str(target), derived)
 
-    assert len(parts) == 3 and sum(part.rows for part in parts) == len(rows)
+    kept = [i for i in range(len(features)) if i % 7]
+    assert len(parts) == 2 and sum(part.rows for part in parts) == len(kept)  # one per core
     assert sorted(p.name for p in target.iterdir()) == sorted(part.name for part in parts)
     back = spark.read.parquet(str(target))
     assert back.columns == ["path", "n", "features", "pca_features"]
     by_path = {row["path"]: row for row in back.collect()}
-    assert len(by_path) == len(rows)
-    for path, n, values in rows:
-        row = by_path[path]
-        assert row["n"] == n and row["features"] == pytest.approx(values)
-        expected = (np.array(values, dtype=np.float32) @ weights).astype(np.float32)
+    assert sorted(by_path) == [f"img-{i:03d}" for i in kept]
+    for i in kept:
+        row = by_path[f"img-{i:03d}"]
+        assert row["n"] == i and row["features"] == pytest.approx(features[i].tolist())
+        expected = (features[i] @ weights).astype(np.float32)
         np.testing.assert_array_equal(np.array(row["pca_features"], dtype=np.float32), expected)
 
 
 @pytest.mark.spark
 def test_a_table_without_rows_is_written_with_its_schema(spark, tmp_path):
-    frame = spark.createDataFrame([], "path string, features array<float>")
     derived = DerivedColumn("pca_features", "features", lambda m: m[:, :1])
-    parts = write_parquet_parts(frame, str(tmp_path / "empty"), derived)
-    assert [part.rows for part in parts] == [0]
-    back = spark.read.parquet(str(tmp_path / "empty"))
-    assert back.count() == 0 and back.columns == ["path", "features", "pca_features"]
-    schema = pq.read_schema(next((tmp_path / "empty").iterdir()))
-    assert schema.field("pca_features").type == pa.list_(pa.float32())
+    for name, uris in (
+        ("none", []),
+        ("all-errors", unit_files(tmp_path / "u", np.ones((1, 3)), 1)),
+    ):
+        parts = write_parquet_parts(
+            spark, SourceFiles(uris, valid_rows, KEPT), str(tmp_path / name), derived
+        )
+        assert [part.rows for part in parts] == [0]
+        back = spark.read.parquet(str(tmp_path / name))
+        assert back.count() == 0 and back.columns == ["path", "n", "features", "pca_features"]
+        schema = pq.read_schema(next((tmp_path / name).iterdir()))
+        assert schema.field("pca_features").type == pa.list_(pa.float32())
 
 
 @pytest.mark.spark

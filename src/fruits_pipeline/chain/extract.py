@@ -42,6 +42,7 @@ from fruits_pipeline.engines import Engine, PreparedNetwork
 from fruits_pipeline.memory import driver_jvm_pid, own_peak_rss_mb, process_peak_rss_mb
 from fruits_pipeline.progress import log_progress
 from fruits_pipeline.results import storage
+from fruits_pipeline.results.parts import SourceFiles
 from fruits_pipeline.results.report import (
     CnnFacts,
     Counts,
@@ -254,6 +255,14 @@ def write_units(frames: Iterator[pd.DataFrame], folder: str) -> Iterator[pd.Data
         yield flush()
 
 
+def valid_rows(table):
+    """The featurized rows of an arrow table of stored rows, without the ``error`` column
+    (what ``Extraction.valid`` is in Spark)."""
+    import pyarrow.compute as pc
+
+    return table.filter(pc.is_null(table["error"])).drop_columns(["error"])
+
+
 @dataclass
 class Extraction:
     """The extraction's result: the stored rows (read back from parquet) and the UDF's
@@ -272,10 +281,29 @@ class Extraction:
         """The featurized rows, without the ``error`` column."""
         return self.stored.where(F.col("error").isNull()).drop("error")
 
+    def valid_files(self) -> SourceFiles:
+        """The stored rows' files, as the workers read the featurized rows from them
+        (``valid_rows``): the table writer reads them with Arrow, not through the JVM."""
+        schema = stored_arrow_schema()
+        return SourceFiles(
+            uris=self.stored.inputFiles(),
+            select=valid_rows,
+            schema=schema.remove(schema.get_field_index("error")),
+        )
+
     @property
     def rejected(self) -> DataFrame:
         """The rejected rows, without the ``features`` column."""
         return self.stored.where(F.col("error").isNotNull()).drop("features")
+
+    def check_featurized(self, rows: int) -> None:
+        """Raise StagedRowsLostError unless ``rows`` (what ``features/`` got from the stored
+        files) is the number of featurized images the stored rows count."""
+        if rows != self.counts.featurized:
+            raise StagedRowsLostError(
+                f"features/ got {rows} rows for {self.counts.featurized} featurized images: "
+                "staged rows went missing or were doubled; nothing was published"
+            )
 
     def report_counts(self, files_seen: int, csv_rows: int) -> Counts:
         """Return the report's counts section: the stored rows' counts, with the files the

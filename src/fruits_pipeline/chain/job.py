@@ -137,7 +137,10 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
                 pca = fit_two_pass_pca(extraction.valid, config.variance_threshold)
 
             with clock.stage("write"):
-                writer.write_tables(extraction.valid, extraction.rejected, Projection.of(pca.model))
+                written = writer.write_tables(
+                    extraction.valid_files(), extraction.rejected, Projection.of(pca.model)
+                )
+                extraction.check_featurized(written)
                 writer.write_pca_model(pca.model)
                 if calibrated is not None and calibrated.network.stored is not None:
                     writer.write_network(calibrated.network.stored)

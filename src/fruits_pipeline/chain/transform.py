@@ -163,7 +163,10 @@ def transform_job(
         featurized = extraction.counts.featurized
         log.info("featurized %d images, rejected %d", featurized, extraction.counts.rejected)
         with clock.stage("project"):
-            writer.write_tables(extraction.valid, extraction.rejected, Projection.of(pca_model))
+            written = writer.write_tables(
+                extraction.valid_files(), extraction.rejected, Projection.of(pca_model)
+            )
+            extraction.check_featurized(written)
             csv_rows = writer.write_csv(model_report.pca.k)
         facts = weights.facts()
         facts.model_source = model_report.weights.source

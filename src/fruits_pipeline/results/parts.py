@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 from fruits_pipeline.results import storage
 from fruits_pipeline.results.arrays import array_matrix, matrix_array
@@ -66,47 +67,69 @@ def part_name(token: str, suffix: str) -> str:
     return f"part-{TaskContext.get().partitionId():05d}-{token}{suffix}"
 
 
+@dataclass(frozen=True)
+class SourceFiles:
+    """Parquet files the workers read themselves (URIs as Spark's ``inputFiles`` gives
+    them), what they keep of each (``select``: a file's table to the rows and columns
+    wanted) and the schema of what is kept."""
+
+    uris: list[str]
+    select: Callable[[pa.Table], pa.Table]
+    schema: pa.Schema
+
+
+#: Source files per task, at most: the stored units hold 256 rows each, so a task writes
+#: a part of up to 16,384 rows (80 MB of features).
+FILES_PER_TASK = 64
+
+
 def write_parquet_parts(
-    frame: DataFrame, uri: str, derived: DerivedColumn | None = None
+    spark: SparkSession, source: SourceFiles, uri: str, derived: DerivedColumn | None = None
 ) -> list[Part]:
-    """Write ``frame`` (with ``derived`` appended) as a parquet table at the folder ``uri``
-    (local or ``s3://``), replacing whatever is there: one file per task, snappy, no
-    dictionary encoding (as ``storage.PARQUET_OPTIONS``); return the files.  A frame without
-    rows gets one empty file, so that the table can be read (and has its schema)."""
+    """Write what ``source`` keeps of its files (with ``derived`` appended) as a parquet
+    table at the folder ``uri`` (local or ``s3://``), replacing whatever is there; return
+    the files written.  The workers read the source files with Arrow, never through the
+    JVM's rows: one task per ``FILES_PER_TASK`` files, at least one per core, one part file
+    each, snappy, no dictionary encoding (as ``storage.PARQUET_OPTIONS``).  Without rows
+    the table is one empty file, so that it can be read (and has its schema)."""
     storage.remove(uri)
     token = uuid.uuid4().hex[:12]
+    schema = source.schema
+    if derived is not None:
+        schema = schema.append(pa.field(derived.name, pa.list_(pa.float32())))
 
-    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        batches = (batch for batch in batches if batch.num_rows)
-        first = next(batches, None)
-        if first is None:
-            return
-        if derived is not None:
-            first = derived.append_to(first)
+    def write(uris: Iterator[str]) -> Iterator[Part]:
         name = part_name(token, ".snappy.parquet")
         rows = 0
-        with (
-            storage.atomic_file(storage.join(uri, name)) as handle,
-            pq.ParquetWriter(
-                handle, first.schema, compression="snappy", use_dictionary=False
-            ) as writer,
-        ):
-            batch = first
-            while batch is not None:
-                writer.write_batch(batch)
-                rows += batch.num_rows
-                batch = next(batches, None)
-                if batch is not None and derived is not None:
-                    batch = derived.append_to(batch)
-        yield pa.RecordBatch.from_pydict({"part": [name], "rows": [rows]})
+        with ExitStack() as open_files:
+            writer = None
+            for file_uri in uris:
+                table = source.select(storage.read_parquet(file_uri)).cast(source.schema)
+                for batch in table.to_batches(max_chunksize=ROWS_PER_BATCH):
+                    if derived is not None:
+                        batch = derived.append_to(batch)
+                    if writer is None:
+                        handle = open_files.enter_context(
+                            storage.atomic_file(storage.join(uri, name))
+                        )
+                        writer = open_files.enter_context(
+                            pq.ParquetWriter(
+                                handle, schema, compression="snappy", use_dictionary=False
+                            )
+                        )
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        if rows:
+            yield Part(name, rows)
 
-    parts = collect_parts(frame, write)
+    uris = list(source.uris)
+    parts = []
+    if uris:
+        tasks = max(
+            min(len(uris), spark.sparkContext.defaultParallelism), -(-len(uris) // FILES_PER_TASK)
+        )
+        parts = spark.sparkContext.parallelize(uris, tasks).mapPartitions(write).collect()
     if not parts:
-        from pyspark.sql.pandas.types import to_arrow_schema
-
-        schema = to_arrow_schema(frame.schema)
-        if derived is not None:
-            schema = schema.append(pa.field(derived.name, pa.list_(pa.float32())))
         name = f"part-00000-{token}.snappy.parquet"
         with storage.atomic_file(storage.join(uri, name)) as handle:
             pq.write_table(schema.empty_table(), handle, compression="snappy")

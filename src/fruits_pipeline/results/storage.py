@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
 
 import fsspec
 
@@ -175,6 +176,22 @@ def list_names(uri: str) -> list[str]:
         return []
     names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries]
     return sorted(name for name in names if name)
+
+
+def read_parquet(uri: str):
+    """Return the parquet file at ``uri`` as an arrow table: a local path, or a URI as
+    Spark's ``inputFiles`` gives it (``file:`` or ``s3://``, percent-encoded)."""
+    import pyarrow.parquet as pq
+
+    if uri.startswith("file:"):
+        uri = unquote(urlsplit(uri).path)
+    elif is_remote(uri):
+        parts = urlsplit(uri)
+        uri = f"{parts.scheme}://{parts.netloc}{unquote(parts.path)}"
+    if not is_remote(uri):
+        return pq.read_table(local_path(uri))
+    fs, path = fsspec.core.url_to_fs(fsspec_uri(uri))
+    return pq.read_table(path, filesystem=fs)
 
 
 def read_bytes(uri: str) -> bytes | None:

@@ -25,7 +25,12 @@ from fruits_pipeline.results import csv_format, layout, plots, storage
 from fruits_pipeline.results.csv_format import csv_lines
 from fruits_pipeline.results.location import OutputLocation
 from fruits_pipeline.results.page import FIGURES, render_html
-from fruits_pipeline.results.parts import DerivedColumn, write_parquet_parts, write_text_parts
+from fruits_pipeline.results.parts import (
+    DerivedColumn,
+    SourceFiles,
+    write_parquet_parts,
+    write_text_parts,
+)
 from fruits_pipeline.results.report import (
     Outputs,
     ProvenanceFacts,
@@ -49,14 +54,14 @@ class ResultsWriter:
         self.run_id = uuid.uuid4().hex
 
     def write_tables(
-        self, features: DataFrame, rejected: DataFrame, project: Callable[[np.ndarray], np.ndarray]
+        self, valid: SourceFiles, rejected: DataFrame, project: Callable[[np.ndarray], np.ndarray]
     ) -> int:
-        """Write ``features/`` (the valid images' rows, with ``pca_features`` = ``project``
-        of their ``features``, computed and written by the executors) and ``rejected/``
+        """Write ``features/`` (the valid images' rows, read by the executors from their
+        files, with ``pca_features`` = ``project`` of their ``features``) and ``rejected/``
         (written even when empty); return the rows of ``features/``."""
         started = time.perf_counter()
         derived = DerivedColumn(name="pca_features", source="features", compute=project)
-        parts = write_parquet_parts(features, self.location.path(layout.FEATURES), derived)
+        parts = write_parquet_parts(self.spark, valid, self.location.path(layout.FEATURES), derived)
         rows = sum(part.rows for part in parts)
         log.info(
             "%s/ written: %d rows in %d files, %.1f s",
