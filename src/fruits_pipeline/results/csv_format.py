@@ -49,15 +49,19 @@ def float_text(values: np.ndarray) -> pa.StringArray:
     text = pc.cast(pa.array(values), pa.string())
     magnitude = np.abs(values)
     plain = ((magnitude >= PLAIN_LOW) & (magnitude < PLAIN_HIGH)) | (values == 0)
-    # In Java's plain range Arrow writes plain decimals too; Java always shows a fraction.
-    whole = pc.and_(pa.array(plain), pc.invert(pc.match_substring(text, ".")))
-    text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
-    others = np.flatnonzero(~plain)
-    if others.size:
-        scientific = pa.array([java_scientific(values[i]) for i in others], pa.string())
+    # In Java's plain range Arrow writes plain decimals too, but a whole number without the
+    # fraction Java always shows: only those, and the numbers outside the range, differ.
+    whole = plain & (values == np.trunc(values))
+    differ = np.flatnonzero(whole | ~plain)
+    if differ.size:
+        arrow_text = pc.take(text, pa.array(differ)).to_pylist()
+        java = [
+            arrow + ".0" if whole[i] else java_scientific(values[i])
+            for i, arrow in zip(differ, arrow_text, strict=True)
+        ]
         mask = np.zeros(values.size, dtype=bool)
-        mask[others] = True
-        text = pc.replace_with_mask(text, pa.array(mask), scientific)
+        mask[differ] = True
+        text = pc.replace_with_mask(text, pa.array(mask), pa.array(java, pa.string()))
     return text
 
 
