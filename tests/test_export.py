@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from classifier_run import exported, trained_run
+from classifier_run import PROBABILITY_TOLERANCE, exported, trained_run
 from pyspark.ml.functions import vector_to_array
 
 from fruits_pipeline import engines
@@ -27,12 +27,6 @@ from fruits_pipeline.engines.onnxruntime_engine import OnnxRuntimeEngine
 from fruits_pipeline.results import layout, storage
 
 FLOAT_MODELS = [layout.ONNX_MODEL, layout.TFLITE_FLOAT32_MODEL]
-
-#: How far a float model's probabilities may be from Spark's.  The ONNX model runs the
-#: arithmetic of the run's own engine (ONNX Runtime); TFLite's float kernels sum in another
-#: order, which the tests' seeded network amplifies to about 1.6e-4 (with the real ImageNet
-#: weights, 1.0e-5 on 2,060 test images: `make bench-classifier`, docs/performance.md).
-PROBABILITY_TOLERANCE = {layout.ONNX_MODEL: 1e-4, layout.TFLITE_FLOAT32_MODEL: 1e-3}
 
 
 @pytest.fixture(scope="module")

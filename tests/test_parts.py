@@ -53,6 +53,10 @@ def unit_files(folder, features: np.ndarray, per_file: int) -> list[str]:
     return uris
 
 
+def uri_frame(spark, uris: list[str]):
+    return spark.createDataFrame([(uri,) for uri in uris], "uri string")
+
+
 KEPT = pa.schema([("path", pa.string()), ("n", pa.int64()), ("features", pa.list_(pa.float32()))])
 
 
@@ -65,7 +69,12 @@ def test_each_row_gets_the_derived_values_of_its_own_features(spark, tmp_path):
     derived = DerivedColumn("pca_features", "features", lambda m: m.astype(np.float64) @ weights)
     target = tmp_path / "features"
     (target / "stale").mkdir(parents=True)  # a previous table's files are replaced
-    parts = write_parquet_parts(spark, SourceFiles(uris, valid_rows, KEPT), str(target), derived)
+    parts = write_parquet_parts(
+        spark,
+        SourceFiles(uri_frame(spark, uris), len(uris), valid_rows, KEPT),
+        str(target),
+        derived,
+    )
 
     kept = [i for i in range(len(features)) if i % 7]
     assert len(parts) == 2 and sum(part.rows for part in parts) == len(kept)  # one per core
@@ -89,7 +98,10 @@ def test_a_table_without_rows_is_written_with_its_schema(spark, tmp_path):
         ("all-errors", unit_files(tmp_path / "u", np.ones((1, 3)), 1)),
     ):
         parts = write_parquet_parts(
-            spark, SourceFiles(uris, valid_rows, KEPT), str(tmp_path / name), derived
+            spark,
+            SourceFiles(uri_frame(spark, uris), len(uris), valid_rows, KEPT),
+            str(tmp_path / name),
+            derived,
         )
         assert [part.rows for part in parts] == [0]
         back = spark.read.parquet(str(tmp_path / name))

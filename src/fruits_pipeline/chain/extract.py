@@ -35,7 +35,13 @@ from fruits_pipeline.chain.images import (
     preprocess,
     reject_reason,
 )
-from fruits_pipeline.chain.listing import IDENTITY, Listing, label_column, partition_conf
+from fruits_pipeline.chain.listing import (
+    IDENTITY,
+    Listing,
+    input_files,
+    label_column,
+    partition_conf,
+)
 from fruits_pipeline.chain.provenance import provenance
 from fruits_pipeline.chain.weights import LoadedWeights
 from fruits_pipeline.engines import Engine, PreparedNetwork
@@ -285,8 +291,10 @@ class Extraction:
         """The stored rows' files, as the workers read the featurized rows from them
         (``valid_rows``): the table writer reads them with Arrow, not through the JVM."""
         schema = stored_arrow_schema()
+        uris, count = input_files(self.stored.sparkSession, self.stored)
         return SourceFiles(
-            uris=self.stored.inputFiles(),
+            uris=uris,
+            count=count,
             select=valid_rows,
             schema=schema.remove(schema.get_field_index("error")),
         )

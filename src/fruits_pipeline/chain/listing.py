@@ -122,20 +122,30 @@ def metadata_tasks(files: int, cores: int) -> int:
     return max(1, cores * TASKS_PER_CORE, -(-files // FILES_PER_METADATA_TASK))
 
 
+def input_files(spark: SparkSession, frame: DataFrame) -> tuple[DataFrame, int]:
+    """Return the files Spark reads for ``frame``, as URIs (column ``uri``: ``file:///a%20b``,
+    ``s3://bucket/key``) in a DataFrame made in the JVM, and how many they are.
+
+    ``DataFrame.inputFiles`` would copy them into a Python list; its Java array is wrapped
+    as a Scala ``Seq`` and made a Dataset in the JVM instead."""
+    jvm = spark.sparkContext._jvm
+    files = frame._jdf.inputFiles()
+    names = jvm.scala.collection.mutable.WrappedArray.make(files)
+    strings = jvm.org.apache.spark.sql.Encoders.STRING()
+    dataset = DataFrame(spark._jsparkSession.createDataset(names, strings).toDF(), spark)
+    return dataset.withColumnRenamed("value", "uri"), len(files)
+
+
 def file_index(spark: SparkSession, images: DataFrame) -> DataFrame:
     """Return the ``path`` of every file Spark's file index holds for ``images``, as the
     ``path`` column writes them, without the paths passing through Python.
 
-    ``DataFrame.inputFiles`` would copy them into Python lists; its Java array is wrapped as
-    a Scala ``Seq`` and made a Dataset in the JVM instead.  Spark gives URIs
-    (``file:///a%20b/x+y.jpg``) where the column has ``file:/a b/x+y.jpg``: decode them
-    (``+`` is a plus in a URI path, not a space as ``url_decode`` would make it).
+    Spark's index gives URIs (``input_files``: ``file:///a%20b/x+y.jpg``) where the column
+    has ``file:/a b/x+y.jpg``: decode them (``+`` is a plus in a URI path, not a space as
+    ``url_decode`` would make it).
     """
-    jvm = spark.sparkContext._jvm
-    names = jvm.scala.collection.mutable.WrappedArray.make(images._jdf.inputFiles())
-    strings = jvm.org.apache.spark.sql.Encoders.STRING()
-    index = DataFrame(spark._jsparkSession.createDataset(names, strings).toDF(), spark)
-    decoded = F.expr("url_decode(replace(value, '+', '%2B'))")
+    index, _ = input_files(spark, images)
+    decoded = F.expr("url_decode(replace(uri, '+', '%2B'))")
     return index.select(F.regexp_replace(decoded, "^file:///", "file:/").alias("path"))
 
 

@@ -69,11 +69,13 @@ def part_name(token: str, suffix: str) -> str:
 
 @dataclass(frozen=True)
 class SourceFiles:
-    """Parquet files the workers read themselves (URIs as Spark's ``inputFiles`` gives
-    them), what they keep of each (``select``: a file's table to the rows and columns
-    wanted) and the schema of what is kept."""
+    """Parquet files the workers read themselves (``uris``: a DataFrame of their URIs as
+    Spark's ``inputFiles`` gives them, column ``uri``; ``count`` of them), what they keep of
+    each (``select``: a file's table to the rows and columns wanted) and the schema of what
+    is kept."""
 
-    uris: list[str]
+    uris: DataFrame
+    count: int
     select: Callable[[pa.Table], pa.Table]
     schema: pa.Schema
 
@@ -94,17 +96,19 @@ def write_parquet_parts(
     the table is one empty file, so that it can be read (and has its schema)."""
     storage.remove(uri)
     token = uuid.uuid4().hex[:12]
-    schema = source.schema
+    # what the workers need of ``source``: never its DataFrame
+    select, kept = source.select, source.schema
+    schema = kept
     if derived is not None:
         schema = schema.append(pa.field(derived.name, pa.list_(pa.float32())))
 
-    def write(uris: Iterator[str]) -> Iterator[Part]:
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         name = part_name(token, ".snappy.parquet")
         rows = 0
         with ExitStack() as open_files:
             writer = None
-            for file_uri in uris:
-                table = source.select(storage.read_parquet(file_uri)).cast(source.schema)
+            for file_uri in (u for batch in batches for u in batch.column("uri").to_pylist()):
+                table = select(storage.read_parquet(file_uri)).cast(kept)
                 for batch in table.to_batches(max_chunksize=ROWS_PER_BATCH):
                     if derived is not None:
                         batch = derived.append_to(batch)
@@ -120,15 +124,16 @@ def write_parquet_parts(
                     writer.write_batch(batch)
                     rows += batch.num_rows
         if rows:
-            yield Part(name, rows)
+            yield pa.RecordBatch.from_pydict({"part": [name], "rows": [rows]})
 
-    uris = list(source.uris)
     parts = []
-    if uris:
-        tasks = max(
-            min(len(uris), spark.sparkContext.defaultParallelism), -(-len(uris) // FILES_PER_TASK)
-        )
-        parts = spark.sparkContext.parallelize(uris, tasks).mapPartitions(write).collect()
+    if source.count:
+        cores = spark.sparkContext.defaultParallelism
+        tasks = max(min(source.count, cores), -(-source.count // FILES_PER_TASK))
+        # A DataFrame made in the JVM, not a Python list or an RDD: the SQL functions' Python
+        # workers are the extraction's, already started and warm; an RDD job, or a DataFrame
+        # made from a Python list, starts others (2-3 s, and their memory).
+        parts = collect_parts(source.uris.repartition(tasks), write)
     if not parts:
         name = f"part-00000-{token}.snappy.parquet"
         with storage.atomic_file(storage.join(uri, name)) as handle:
