@@ -185,10 +185,6 @@ class Projection:
             scale = np.ones_like(std)
         return cls(mean=mean, scale=scale, components=pca.pc.toArray())
 
-    @property
-    def k(self) -> int:
-        return int(self.components.shape[1])
-
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """Project ``features`` (rows x features) to float32 rows x k."""
         scaled = (np.asarray(features, dtype=np.float64) - self.mean) * self.scale
