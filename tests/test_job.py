@@ -10,6 +10,8 @@ import pytest
 from cli_runs import run_ok
 from shared_data import shared_fruits
 
+from fruits_pipeline.results import owned
+
 pytestmark = pytest.mark.spark
 
 
@@ -139,7 +141,7 @@ def test_mixed_folder_reports_every_bad_file(spark, capsys, tmp_path, mixed_fold
 
 def test_overwrite_replaces_a_previous_run(spark, capsys, tmp_path, mixed_folder):
     output = tmp_path / "out"
-    output.mkdir()
+    owned.mark(str(output))  # what every run of the tool leaves in its OUTPUT
     (output / "stale.txt").write_text("from an older run")
     report, _ = run_ok(
         capsys,

@@ -68,7 +68,6 @@ def test_each_row_gets_the_derived_values_of_its_own_features(spark, tmp_path):
     weights = rng.standard_normal((6, 2))
     derived = DerivedColumn("pca_features", "features", lambda m: m.astype(np.float64) @ weights)
     target = tmp_path / "features"
-    (target / "stale").mkdir(parents=True)  # a previous table's files are replaced
     parts = write_parquet_parts(
         spark,
         SourceFiles(uri_frame(spark, uris), len(uris), valid_rows, KEPT),

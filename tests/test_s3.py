@@ -11,7 +11,7 @@ import pytest
 
 from fruits_pipeline.chain.incremental import remove_trained_outputs, trained_outputs
 from fruits_pipeline.chain.weights import WeightsError, load_weights, parse_weights_spec
-from fruits_pipeline.results import layout, storage
+from fruits_pipeline.results import layout, owned, storage
 from fruits_pipeline.results.location import OutputExistsError, OutputLocation
 from fruits_pipeline.results.writer import write_features_csv
 
@@ -31,10 +31,17 @@ def test_report_and_exists_and_remove_on_s3(bucket):
     assert '"k": 12' in read_object(bucket, "runs/1/output/report.json")
     with pytest.raises(OutputExistsError, match="--overwrite"):
         OutputLocation.prepare(uri, overwrite=False)
+    # a prefix without the tool's marker is not replaced, even with --overwrite
+    with pytest.raises(owned.ForeignPathError, match="not written by"):
+        OutputLocation.prepare(uri, overwrite=True)
+    with pytest.raises(owned.ForeignPathError):
+        owned.remove(uri, owner=uri)
+    assert storage.exists(storage.join(uri, "report.json"))
+    owned.mark(uri)
     location = OutputLocation.prepare(uri + "/", overwrite=True)
     assert location.in_place and location.final == uri
-    location.begin()  # removes the previous run
-    assert not storage.exists(uri)
+    location.begin()  # removes the previous run, and marks the prefix as the new run's
+    assert storage.list_names(uri) == [layout.OWNER_MARKER]
 
 
 def test_a_kept_previous_run_on_s3_loses_its_finished_markers_first(bucket):
@@ -43,6 +50,7 @@ def test_a_kept_previous_run_on_s3_loses_its_finished_markers_first(bucket):
     uri = f"s3://{bucket}/runs/2/output"
     for name in (layout.REPORT_JSON, layout.SUCCESS, "features/part-0.parquet"):
         storage.write_text(storage.join(uri, name), "from the previous run")
+    owned.mark(uri)
     location = OutputLocation.prepare(uri, overwrite=True)
     location.begin(keep_previous=True)
     assert not storage.exists(storage.join(uri, layout.REPORT_JSON))
@@ -61,7 +69,6 @@ def test_features_csv_streams_to_s3(spark, bucket, tmp_path):
     # credentials were set (on EMR they are under OUTPUT); the driver joins them on S3
     parts = str(tmp_path / "parts")
     assert write_features_csv(frame.repartition(3), uri, 2, parts) == 2500
-    assert not storage.exists(parts)
     table = list(csv.reader(io.StringIO(read_object(bucket, "out/features_pca.csv"))))
     assert table[0] == ["path", "label", "pc_1", "pc_2"]
     assert len(table) == 2501
@@ -94,6 +101,7 @@ def test_an_incremental_run_on_s3_drops_the_previous_classifier(bucket):
     ]
     for name in [layout.REPORT_JSON, layout.SUCCESS, *kept, *trained]:
         storage.write_text(storage.join(uri, name), "from the previous run")
+    owned.mark(uri)
     found = trained_outputs(uri)
     assert found == list(layout.TRAINED_ON_FEATURES)
     location = OutputLocation.prepare(uri, overwrite=True)

@@ -16,6 +16,7 @@ from shared_data import SHARED_FRUITS
 from fruits_pipeline.chain.transform import WeightsMismatchError, check_same_weights
 from fruits_pipeline.chain.weights import WeightsSpec, load_weights
 from fruits_pipeline.cli import main
+from fruits_pipeline.results import layout
 from fruits_pipeline.results.report import from_json
 from fruits_pipeline.sample_images import FRUIT_CLASSES, draw_fruit
 
@@ -78,6 +79,7 @@ def test_transform_projects_like_the_batch_run(spark, capsys, tmp_path, run):
     )
     assert code == 0, err[-3000:]
     assert sorted(p.name for p in output.iterdir()) == [
+        layout.OWNER_MARKER,
         "_SUCCESS",
         "features",
         "features_pca.csv",
@@ -157,10 +159,18 @@ def test_the_same_network_in_another_file_format_is_accepted(run, weights_files)
         (["--model", "{missing}", "--input", "{new}", "--output", "{out}"], ["not a finished run"]),
         (["--model", "{model}", "--input", "{new}"], ["--output"]),
         (["--model", "{model}", "--input", "{missing}", "--output", "{out}"], ["does not exist"]),
-        (["--model", "{model}", "--input", "{new}", "--output", "{new}"], ["already exists"]),
+        (["--model", "{model}", "--input", "{new}", "--output", "{new}"], ["same place"]),
         (
             ["--model", "{model}", "--input", "{new}", "--output", "{model}/", "--overwrite"],
-            ["must not be the --model run"],
+            ["--model", "same place"],
+        ),
+        (
+            ["--model", "{model}", "--input", "{new}", "--output", "{model}/x", "--overwrite"],
+            ["--model", "overlap"],
+        ),
+        (
+            ["--model", "{model}", "--input", "{sub}", "--output", "{elsewhere}", "--overwrite"],
+            ["not written by"],
         ),
         (
             ["--model", "{model}", "--input", "{new}", "--output", "{out}", "--weights", "x.onnx"],
@@ -174,8 +184,14 @@ def test_bad_transform_input_is_one_line_exit_2(capsys, tmp_path, run, args, wor
         "new": tmp_path,
         "out": tmp_path / "o",
         "model": run.output,
+        "elsewhere": tmp_path / "elsewhere",
+        "sub": tmp_path / "sub",
     }
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "mine.txt").write_text("a user's")
     code, _, err = transform(capsys, *[arg.format(**names) for arg in args])
     line = one_error_line(err)
     assert code == 2 and all(word in line for word in words), line
     assert not (tmp_path / "o").exists()
+    assert (tmp_path / "elsewhere" / "mine.txt").read_text() == "a user's"

@@ -82,7 +82,7 @@ def remove_trained_outputs(location: OutputLocation, names: list[str]) -> None:
     written.  A local run is built in a fresh staging folder, where they are not; on S3 the
     run is rewritten in place, where they would otherwise survive beside other features."""
     for name in names:
-        storage.remove(location.path(name))
+        location.remove(name)
     if names:
         log.warning(
             "incremental: removed the classifier trained on the previous features (%s): "

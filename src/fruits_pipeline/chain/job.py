@@ -46,6 +46,10 @@ class JobConfig:
     resume: bool = False
     engine: str = engines.DEFAULT_ENGINE
 
+    def reads(self) -> dict[str, str | None]:
+        """What the run reads, by option: OUTPUT must lie apart from all of it."""
+        return {"--input": self.input, "--weights": self.weights.location}
+
 
 def list_input(spark: SparkSession, uri: str, limit: int | None, at_least: int = 1) -> Listing:
     """List the images under ``uri``; raise InputError with fewer than ``at_least``."""
@@ -73,7 +77,9 @@ def run_job(spark: SparkSession, config: JobConfig, spark_start_seconds: float =
     engine = engines.get(config.engine)
     # Before anything is listed, claimed or written: s3:// off EMR is refused in one line.
     require_filesystems(spark, {"--input": config.input, "--output": config.output})
-    location = OutputLocation.prepare(config.output, config.overwrite or config.incremental)
+    location = OutputLocation.prepare(
+        config.output, config.overwrite or config.incremental, config.reads()
+    )
     writer = ResultsWriter(spark, location)
 
     # One run at a time on an OUTPUT: a second one refuses here, naming the first.

@@ -64,6 +64,10 @@ class TransformConfig:
     limit: int | None = None
     overwrite: bool = False
 
+    def reads(self) -> dict[str, str | None]:
+        """What the transform reads, by option: OUT2 must lie apart from all of it."""
+        return {"--model": self.model, "--input": self.input, "--weights": self.weights.location}
+
 
 def read_model_report(model: str) -> RunReport:
     """Return the report of the finished run at ``model`` (local or ``s3://``).
@@ -137,7 +141,7 @@ def transform_job(
     require_filesystems(
         spark, {"--input": config.input, "--output": config.output, "--model": config.model}
     )
-    location = OutputLocation.prepare(config.output, config.overwrite)
+    location = OutputLocation.prepare(config.output, config.overwrite, config.reads())
     writer = ResultsWriter(spark, location)
     with clock.stage("list"):
         listing = list_input(spark, config.input, config.limit)

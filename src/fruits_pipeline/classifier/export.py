@@ -189,14 +189,11 @@ def feature_network(
     return network
 
 
-def check_destination(config: ExportConfig) -> OutputLocation:
-    """Return where the models go; raise BadInput when DIR exists without ``overwrite`` or
-    would replace the run."""
-    run = storage.fsspec_uri(config.output).rstrip("/")
-    to = storage.fsspec_uri(config.to).rstrip("/")
-    if run == to or run.startswith(to + "/"):
-        raise ExportInputError(f"--to {config.to!r} would replace the run {config.output!r}")
-    return OutputLocation.prepare(config.to, config.overwrite)
+def check_destination(config: ExportConfig, weights: str | None = None) -> OutputLocation:
+    """Return where the models go; raise BadInput when DIR exists without ``overwrite``, is
+    not an export of this tool, or overlaps the run or the ``weights`` file it reads."""
+    reads = {"OUTPUT": config.output, "--weights": weights}
+    return OutputLocation.prepare(config.to, config.overwrite, reads, option="--to")
 
 
 def sample_images(
@@ -406,6 +403,6 @@ def export_run(
         write_card(location.path(layout.MODEL_CARD), card)
         location.publish()
     except BaseException:
-        location.discard()
+        location.discard(keep_work=False)
         raise
     return card

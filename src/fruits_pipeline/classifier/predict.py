@@ -23,6 +23,7 @@ from fruits_pipeline.classifier.runtime import ONNX, Predictor, model_kind, open
 from fruits_pipeline.defaults import DEFAULT_BATCH_SIZE
 from fruits_pipeline.errors import BadInput
 from fruits_pipeline.results import layout, storage
+from fruits_pipeline.results.overlap import refuse_overlap
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,37 @@ def header(top: int) -> list[str]:
     return ["path", *ranked, "error"]
 
 
+def is_predictions_csv(uri: str) -> bool:
+    """True when the file at ``uri`` starts with the header ``predict`` writes: the only
+    file ``--overwrite`` may replace (a CSV holds no other mark of who wrote it)."""
+    import fsspec
+
+    if not storage.is_remote(uri) and not os.path.isfile(storage.local_path(uri)):
+        return False
+    with fsspec.open(storage.fsspec_uri(uri), "rb") as handle:
+        line = handle.readline(1 << 16)
+    first = line.decode("utf-8", errors="replace").strip().split(",")
+    ranks = (len(first) - 2) // 2
+    return ranks >= 1 and first == header(ranks)
+
+
+def check_output(config: PredictConfig) -> None:
+    """Raise PredictInputError when the CSV at ``config.output`` overlaps the model or the
+    images, or exists and is not (with ``overwrite``) a CSV ``predict`` wrote."""
+    refuse_overlap({"--model": config.model, "--input": config.input}, {"--output": config.output})
+    if not storage.exists(config.output):
+        return
+    if not config.overwrite:
+        raise PredictInputError(
+            f"output {config.output!r} already exists: pass --overwrite to replace it"
+        )
+    if not is_predictions_csv(config.output):
+        raise PredictInputError(
+            f"output {config.output!r} exists and is not a CSV written by predict (its first "
+            "line is not predict's header): refusing to replace it; choose another path"
+        )
+
+
 def predict_rows(
     predict: Predictor, labels: list[str], paths: list[str], top: int, batch_size: int
 ) -> Iterator[list[object]]:
@@ -164,11 +196,8 @@ def predict_folder(config: PredictConfig) -> PredictSummary:
     """Predict every image under ``config.input`` with ``config.model`` and write the CSV;
     return what was done.  Raises PredictInputError for a bad model, input or output."""
     started = time.perf_counter()
+    check_output(config)
     model = resolve_model(config.model)
-    if storage.exists(config.output) and not config.overwrite:
-        raise PredictInputError(
-            f"output {config.output!r} already exists: pass --overwrite to replace it"
-        )
     paths = image_paths(config.input)
     labels = model.card.labels
     top = min(config.top, len(labels))

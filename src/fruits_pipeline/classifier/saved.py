@@ -19,7 +19,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame
 
 from fruits_pipeline.classifier.folding import LinearChain, scaler_arrays
-from fruits_pipeline.results import layout, storage
+from fruits_pipeline.results import layout, owned, storage
 
 #: The classifier's input: ``pca_features`` as a Spark ML vector.
 VECTOR_COL = "pca_vector"
@@ -40,7 +40,8 @@ def classifier_pipeline(model: LogisticRegressionModel, labels: list[str]) -> Pi
 def save_classifier(pipeline: PipelineModel, output: str) -> str:
     """Write ``pipeline`` as ``OUTPUT/classifier/`` (replacing an older one); return where."""
     uri = storage.join(output, layout.CLASSIFIER)
-    pipeline.write().overwrite().save(storage.spark_uri(uri))
+    owned.remove(uri, owner=output)
+    pipeline.write().save(storage.spark_uri(uri))
     return uri
 
 

@@ -94,8 +94,8 @@ def execute(args: argparse.Namespace) -> int:
             latency_runs=args.latency_runs,
         )
         report = check_exportable(config.output)
-        location = check_destination(config)
         spec = parse_weights_spec(args.weights or report.weights.source)
+        location = check_destination(config, spec.location)
         check_weights_spec(spec)
         weights = load_weights(spec)
         check_same_weights(report, weights)

@@ -132,7 +132,9 @@ def execute(args: argparse.Namespace) -> int:
             resume=args.resume,
             engine=args.engine,
         )
-        OutputLocation.prepare(config.output, config.overwrite or config.incremental)
+        OutputLocation.prepare(
+            config.output, config.overwrite or config.incremental, config.reads()
+        )
         spark, seconds = start_spark(args.master)
         return summary(run_job(spark, config, spark_start_seconds=seconds))
 

@@ -63,7 +63,6 @@ def execute(args: argparse.Namespace) -> int:
     def work() -> str:
         from fruits_pipeline.chain.listing import InputError
         from fruits_pipeline.chain.transform import (
-            ModelError,
             TransformConfig,
             check_same_weights,
             read_model_report,
@@ -91,9 +90,7 @@ def execute(args: argparse.Namespace) -> int:
             limit=args.limit,
             overwrite=args.overwrite,
         )
-        if storage.fsspec_uri(config.output).rstrip("/") == storage.fsspec_uri(config.model):
-            raise ModelError("--output must not be the --model run: it would replace the model")
-        OutputLocation.prepare(config.output, config.overwrite)
+        OutputLocation.prepare(config.output, config.overwrite, config.reads())
         if not storage.is_remote(config.input) and not os.path.isdir(
             storage.local_path(config.input)
         ):

@@ -38,6 +38,10 @@ EXTRACTED = "extracted.incomplete"
 #: under the staging: the provenance of the staged rows and the runs that staged them
 STAGING_MANIFEST = "staging.json"
 
+#: In every folder the tool makes (OUTPUT, its staging, export's DIR), written first: only a
+#: folder that carries it may be replaced by ``--overwrite`` or removed (results/owned.py)
+OWNER_MARKER = ".fruits-pipeline.json"
+
 #: Hidden siblings of OUTPUT (``.NAME`` + suffix): the staging of the run in progress, or
 #: of one that died (``--resume`` picks it up), and the lock of the run writing OUTPUT.
 STAGING_SUFFIX = ".incomplete"

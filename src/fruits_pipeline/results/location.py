@@ -1,8 +1,12 @@
-"""Where a run writes, and how it is published: never half-written, one run at a time.
+"""Where a run writes, and how it is published: never half-written, one run at a time, and
+never over anything the tool did not write.
 
 Beside OUTPUT, two hidden siblings: ``.NAME.lock``, held by the one run writing OUTPUT
 (``results/lock.py``), and ``.NAME.incomplete``, the run's staging (``results/staging.py``:
-its units of extracted rows, kept when the run dies, for ``--resume``).
+its units of extracted rows, kept when the run dies, for ``--resume``).  Before anything
+starts, OUTPUT is checked against what the command reads (``results/overlap.py``) and, when
+it exists, against the tool's marker (``results/owned.py``): ``--overwrite`` replaces only a
+run of this tool.
 
 A local output is built in the staging folder and renamed into place at the end, so a
 failed or killed run never leaves a half-written OUTPUT.  On S3, where there is no rename,
@@ -15,15 +19,15 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fruits_pipeline.errors import BadInput
-from fruits_pipeline.results import layout
+from fruits_pipeline.results import layout, owned
 from fruits_pipeline.results.lock import Holder, OutputLock, lock_for
-from fruits_pipeline.results.storage import exists, is_remote, join, local_path, remove, spark_uri
+from fruits_pipeline.results.overlap import refuse_overlap
+from fruits_pipeline.results.storage import exists, is_remote, join, local_path, spark_uri
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +49,27 @@ class OutputLocation:
     lock: OutputLock | None = None
 
     @classmethod
-    def prepare(cls, uri: str, overwrite: bool) -> OutputLocation:
+    def prepare(
+        cls,
+        uri: str,
+        overwrite: bool,
+        reads: Mapping[str, str | None] | None = None,
+        option: str = "--output",
+    ) -> OutputLocation:
         """Check OUTPUT and choose the staging place; writes nothing.
 
-        Raises OutputBusyError when a live run is writing OUTPUT, OutputExistsError when
-        OUTPUT exists and ``overwrite`` is False, and BadInput for a bucket's root (its
-        staging and lock have no place beside it).
+        Raises OverlapError when OUTPUT (or its staging) and a path of ``reads`` (option
+        name -> path; what the command reads) overlap, OutputBusyError when a live run is
+        writing OUTPUT, OutputExistsError when OUTPUT exists and ``overwrite`` is False,
+        ForeignPathError when it exists and is not the tool's, and BadInput for a bucket's
+        or a filesystem's root (its staging and lock have no place beside it).  ``option``
+        names OUTPUT in the messages.
         """
         if is_remote(uri):
             final = uri.rstrip("/")
             parent, _, name = final.partition("://")[2].rpartition("/")
             if not parent:
-                raise BadInput(f"output {uri!r} is a bucket: give a folder in it (…/NAME)")
+                raise BadInput(f"{option} {uri!r} is a bucket: give a folder in it (…/NAME)")
             parent = final[: len(final) - len(name) - 1]
             work = f"{parent}/.{name}{layout.STAGING_SUFFIX}"
             lock = f"{parent}/.{name}{layout.LOCK_SUFFIX}"
@@ -64,15 +77,22 @@ class OutputLocation:
         else:
             final = local_path(uri)
             parent, name = os.path.split(final)
+            if not name:
+                raise BadInput(f"{option} {uri!r} is a filesystem's root: give a folder in it")
             staging = os.path.join(parent, f".{name}{layout.STAGING_SUFFIX}")
             lock = os.path.join(parent, f".{name}{layout.LOCK_SUFFIX}")
             location = cls(final, staging=staging, overwrite=overwrite, work=staging, lock_uri=lock)
+        refuse_overlap(reads or {}, {option: uri, f"{option}'s staging": location.work})
         # A live run first: its OUTPUT may already exist on S3, where it writes in place.
         location.check_free()
-        if exists(uri) and not overwrite:
-            raise OutputExistsError(
-                f"output {uri!r} already exists: pass --overwrite to replace it"
-            )
+        if exists(uri):
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{option} {uri!r} already exists: pass --overwrite to replace it"
+                )
+            owned.check_replaceable(final, option)
+        if exists(location.work):
+            owned.check_replaceable(location.work, f"{option}'s staging")
         return location
 
     @property
@@ -98,20 +118,23 @@ class OutputLocation:
             lock.release()
 
     def begin(self, keep_previous: bool = False) -> None:
-        """Make room for the run.
+        """Make room for the run, and mark what it writes as the tool's.
 
         On S3 the finished-run markers go first, so that a run that dies midway never looks
         complete; with ``overwrite`` the old output goes too, unless ``keep_previous`` (an
         incremental run reads it and overwrites it part by part).
         """
         if self.in_place:
-            remove(join(self.final, layout.SUCCESS))
-            remove(join(self.final, layout.REPORT_JSON))
+            self.remove(layout.SUCCESS)
+            self.remove(layout.REPORT_JSON)
             if self.overwrite and not keep_previous and exists(self.final):
                 log.info("removing the previous output at %s", self.final)
-                remove(self.final)
-        else:
-            os.makedirs(self.staging, exist_ok=True)
+                owned.remove(self.final, owner=self.final)
+        owned.mark(self.staging)
+
+    def remove(self, *names: str) -> None:
+        """Remove ``names`` under staging (see ``owned.remove``)."""
+        owned.remove(self.path(*names), owner=self.staging)
 
     def path(self, *names: str) -> str:
         """Return where ``names`` is written during the run (under staging)."""
@@ -132,26 +155,22 @@ class OutputLocation:
 
     def publish(self) -> None:
         """Locally: move the staging folder into place, without its work, replacing an old
-        output, and remove staging folders that killed runs of older versions left beside
-        it (``.NAME.incomplete-XXXX``).  On S3: remove the staging prefix (the tables are in
-        place, ``_SUCCESS`` written)."""
+        output (the tool's, checked again).  On S3: remove the staging prefix (the tables
+        are in place, ``_SUCCESS`` written)."""
         if self.in_place:
-            remove(self.work)
+            owned.remove(self.work, owner=self.work)
             return
-        remove(join(self.staging, layout.EXTRACTED))
-        remove(join(self.staging, layout.STAGING_MANIFEST))
-        if os.path.exists(self.final):
-            old = self.staging + ".old"
-            os.rename(self.final, old)
+        self.remove(layout.EXTRACTED)
+        self.remove(layout.STAGING_MANIFEST)
+        if not os.path.exists(self.final):
             os.rename(self.staging, self.final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(self.staging, self.final)
-        parent, name = os.path.split(self.final)
-        for entry in os.listdir(parent):
-            if entry.startswith(f".{name}{layout.STAGING_SUFFIX}-"):
-                log.info("removing %s, left by an interrupted run", entry)
-                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+            return
+        owned.check_replaceable(self.final)
+        old = self.staging + ".old"
+        owned.remove(old, owner=old)  # a publish killed between its two renames left it
+        os.rename(self.final, old)
+        os.rename(self.staging, self.final)
+        owned.remove(old, owner=old)
 
     def discard(self, keep_work: bool) -> None:
         """Remove whatever a failed run wrote; with ``keep_work``, keep its staged units
@@ -161,6 +180,6 @@ class OutputLocation:
             doomed.append(self.work)
         for uri in doomed:
             try:
-                remove(uri)
+                owned.remove(uri, owner=uri)
             except Exception as error:  # cleanup must not hide the original failure
                 log.warning("could not remove %s: %s", uri, error)

@@ -89,12 +89,11 @@ def write_parquet_parts(
     spark: SparkSession, source: SourceFiles, uri: str, derived: DerivedColumn | None = None
 ) -> list[Part]:
     """Write what ``source`` keeps of its files (with ``derived`` appended) as a parquet
-    table at the folder ``uri`` (local or ``s3://``), replacing whatever is there; return
+    table at the folder ``uri`` (local or ``s3://``; the caller removes an old one); return
     the files written.  The workers read the source files with Arrow, never through the
     JVM's rows: one task per ``FILES_PER_TASK`` files, at least one per core, one part file
     each, snappy, no dictionary encoding (as ``storage.PARQUET_OPTIONS``).  Without rows
     the table is one empty file, so that it can be read (and has its schema)."""
-    storage.remove(uri)
     token = uuid.uuid4().hex[:12]
     # what the workers need of ``source``: never its DataFrame
     select, kept = source.select, source.schema

@@ -18,7 +18,7 @@ import io
 import logging
 from dataclasses import asdict, dataclass, field
 
-from fruits_pipeline.results import layout, storage
+from fruits_pipeline.results import layout, owned, storage
 from fruits_pipeline.results.lock import STAGING_TAG
 from fruits_pipeline.results.report import ProvenanceFacts
 
@@ -122,9 +122,10 @@ def open_staging(root: str, run_id: str, provenance: ProvenanceFacts, resume: bo
             note = "not reused without --resume"
     if adopted:
         log.info("resuming: the staged rows of %d interrupted run(s) are reused", len(adopted))
-    elif storage.exists(root):
+    elif storage.list_names(root) not in ([], [layout.OWNER_MARKER]):
         log.info("removing the staging of an interrupted run at %s (%s)", root, note)
-        storage.remove(root)
+        owned.remove(root, owner=root)
+    owned.mark(root)
     write_manifest(root, StagingManifest(provenance=provenance, runs=[*adopted, run_id]))
     return Staging(root=root, run_id=run_id, adopted=adopted, note=None if adopted else note)
 

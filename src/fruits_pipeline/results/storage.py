@@ -84,8 +84,10 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-def remove(uri: str) -> None:
-    """Remove a file or a whole folder/prefix at ``uri``; nothing happens when it is absent."""
+def delete(uri: str) -> None:
+    """Remove a file or a whole folder/prefix at ``uri``; nothing happens when it is absent.
+
+    Only ``owned.remove`` calls this, after checking that the tool wrote ``uri``."""
     fs, path = _filesystem(uri)
     if fs.exists(path):
         fs.rm(path, recursive=True)

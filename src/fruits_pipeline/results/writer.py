@@ -61,6 +61,8 @@ class ResultsWriter:
         (written even when empty); return the rows of ``features/``."""
         started = time.perf_counter()
         derived = DerivedColumn(name="pca_features", source="features", compute=project)
+        # Spark's own "overwrite" would delete without asking whose files they are.
+        self.location.remove(layout.FEATURES)
         parts = write_parquet_parts(self.spark, valid, self.location.path(layout.FEATURES), derived)
         rows = sum(part.rows for part in parts)
         log.info(
@@ -70,13 +72,15 @@ class ResultsWriter:
             len(parts),
             time.perf_counter() - started,
         )
-        storage.write_parquet(rejected, self.location.spark_path(layout.REJECTED), "overwrite")
+        self.location.remove(layout.REJECTED)
+        storage.write_parquet(rejected, self.location.spark_path(layout.REJECTED))
         return rows
 
     def write_pca_model(self, model: PipelineModel) -> None:
         """Write the fitted scaler + PCA as ``pca_model/``."""
         started = time.perf_counter()
-        model.write().overwrite().save(self.location.spark_path(layout.PCA_MODEL))
+        self.location.remove(layout.PCA_MODEL)
+        model.write().save(self.location.spark_path(layout.PCA_MODEL))
         log.info("%s/ written, %.1f s", layout.PCA_MODEL, time.perf_counter() - started)
 
     def write_network(self, network: bytes) -> None:
@@ -87,9 +91,11 @@ class ResultsWriter:
         """Write ``features_pca.csv`` from the features table written before; return the rows."""
         started = time.perf_counter()
         features = self.spark.read.parquet(self.location.spark_path(layout.FEATURES))
+        self.location.remove(layout.CSV_PARTS)
         rows = write_features_csv(
             features, self.location.path(layout.CSV), k, self.location.path(layout.CSV_PARTS)
         )
+        self.location.remove(layout.CSV_PARTS)
         log.info("%s written: %d rows, %.1f s", layout.CSV, rows, time.perf_counter() - started)
         return rows
 
@@ -201,10 +207,10 @@ def write_features_csv(features: DataFrame, uri: str, k: int, parts_uri: str) ->
     sorted by path; return the number of rows.
 
     The executors sort the rows, format their lines (``csv_format``) and write them in path
-    order, one file per sorted partition, under ``parts_uri``; the driver then joins those
-    files' bytes behind the header, never looking at a row, and removes them.
+    order, one file per sorted partition, under ``parts_uri`` (which must not exist); the
+    driver then joins those files' bytes behind the header, never looking at a row (the
+    caller removes them).
     """
-    storage.remove(parts_uri)
     sorted_rows = features.select("path", "label", "pca_features").orderBy("path")
     parts = write_text_parts(
         sorted_rows,
@@ -214,7 +220,6 @@ def write_features_csv(features: DataFrame, uri: str, k: int, parts_uri: str) ->
     storage.concatenate(
         uri, csv_format.header(k).encode("utf-8"), [storage.join(parts_uri, p.name) for p in parts]
     )
-    storage.remove(parts_uri)
     return sum(part.rows for part in parts)
 
 
