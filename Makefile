@@ -10,7 +10,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test bench bench-scale bench-classifier lint lock clean
+.PHONY: setup demo test mutants bench bench-scale bench-classifier lint lock clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/pytest
+
+# Planted bugs the suite must catch, each in a scratch copy (tests/mutants.py); slow by
+# nature, so not part of `make test`.
+mutants: setup
+	$(PY) tests/mutants.py
 
 # Speed figures (printed, never asserted): the extract stage against a one-process ceiling.
 bench: setup
