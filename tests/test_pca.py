@@ -1,17 +1,23 @@
-"""PCA: the pure choice of k, and the two-pass Spark ML fit against scikit-learn."""
+"""PCA: the pure choice of k, the two-pass fit against scikit-learn (also on rank-deficient
+inputs in several row orders and partitionings), and the run's check of the decomposition."""
 
 from __future__ import annotations
 
 import ctypes.util
+import re
 
 import numpy as np
 import pytest
 from pyspark.ml.functions import array_to_vector
 
+from fruits_pipeline.chain import pca
 from fruits_pipeline.chain.pca import (
+    PCACheckError,
     PCAInputError,
     Projection,
+    check_decomposition,
     choose_k,
+    decompose,
     fit_two_pass_pca,
     linear_algebra,
 )
@@ -95,9 +101,12 @@ def test_pca_needs_two_rows(spark):
 
 
 @pytest.mark.spark
-def test_pass_two_equals_a_fresh_pca_k_fit(spark, tmp_path):
+def test_pass_two_is_the_spark_pca_model_of_the_first_k_components(spark, tmp_path):
+    """On a full-rank input, where Spark ML's own decomposition is right, a fresh
+    ``PCA(k).fit`` gives the same model up to the components' signs; the model saves and
+    loads like any Spark ML model."""
     from pyspark.ml import PipelineModel
-    from pyspark.ml.feature import PCA
+    from pyspark.ml.feature import PCA, PCAModel
 
     from fruits_pipeline.chain.pca import PCA_VECTOR_COL, SCALED_COL
 
@@ -105,17 +114,159 @@ def test_pass_two_equals_a_fresh_pca_k_fit(spark, tmp_path):
     frame = spark.createDataFrame([(row.tolist(),) for row in data], "features array<float>")
     result = fit_two_pass_pca(frame, threshold=0.8)
     scaler, second = result.model.stages
+    assert isinstance(second, PCAModel)
     assert 1 < result.k < 20 and second.getK() == result.k
+    assert (second.getInputCol(), second.getOutputCol()) == (SCALED_COL, PCA_VECTOR_COL)
 
     scaled = scaler.transform(frame.select(array_to_vector("features").alias(scaler.getInputCol())))
     fresh = PCA(k=result.k, inputCol=SCALED_COL, outputCol=PCA_VECTOR_COL).fit(scaled)
-    assert np.allclose(second.pc.toArray(), fresh.pc.toArray(), atol=1e-9)
+    ours, theirs = second.pc.toArray(), fresh.pc.toArray()
+    assert np.allclose(ours, theirs * np.sign(np.sum(ours * theirs, axis=0)), atol=1e-9)
     assert np.allclose(second.explainedVariance.toArray(), fresh.explainedVariance.toArray())
 
     result.model.write().save(str(tmp_path / "model"))  # saved and loaded like any model
     loaded = PipelineModel.load(str(tmp_path / "model"))
     again, first = Projection.of(loaded)(data), Projection.of(result.model)(data)
     assert again.shape == (80, result.k) and np.array_equal(again, first)
+
+
+def rank_deficient_features(rows=300, dims=1280, seed=0) -> np.ndarray:
+    """Fewer rows than features, like a small run: positive features sharing one strong
+    common factor, a few dozen weaker directions, noise, and some constant columns (real
+    features have zero-std ones).  The covariance has rank rows - 1 at most."""
+    rng = np.random.default_rng(seed)
+    common = rng.gamma(4.0, 0.25, size=(rows, 1)) * rng.uniform(0.5, 1.5, size=dims)
+    basis = rng.normal(size=(60, dims)) * np.geomspace(0.3, 0.05, 60)[:, None]
+    mixed = rng.normal(size=(rows, 60)) @ basis + rng.normal(scale=0.05, size=(rows, dims))
+    data = np.abs(0.3 + common + mixed)
+    data[:, rng.choice(dims, 8, replace=False)] = 0.25
+    return data.astype(np.float32)
+
+
+@pytest.mark.spark
+def test_a_rank_deficient_pca_is_numpys_in_any_row_order_and_partitioning(spark):
+    """300 rows of 1280 features: the same k, spectrum, components and projection as
+    scikit-learn's, whatever the rows' order and the partitions.  Spark ML's ``PCA.fit``
+    got this wrong with its pure-Java LAPACK, differently per order (two of these four
+    orders).  The decomposition now runs in NumPy, never in the JVM's LAPACK, so this
+    holds alike with no native LAPACK (as on this test's machine) and with one (CI):
+    there is no LAPACK to force here."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+    from sklearn.decomposition import PCA
+
+    data = rank_deficient_features()
+    exact = data.astype(np.float64)  # as Spark reads the floats
+    std = exact.std(axis=0, ddof=1)
+    scaled = (exact - exact.mean(axis=0)) * np.divide(
+        1, std, out=np.zeros_like(std), where=std != 0
+    )
+    reference = PCA(svd_solver="full").fit(scaled)
+    cumulative = np.cumsum(reference.explained_variance_ratio_)
+    expected_k = int(np.argmax(cumulative >= 0.95) + 1)
+    assert 100 < expected_k < 299
+
+    frame = spark.createDataFrame(pd.DataFrame({"id": range(len(data)), "features": list(data)}))
+    layouts = {
+        "by id": frame.orderBy("id"),
+        "shuffled, seed 1": frame.orderBy(F.rand(1)),
+        "shuffled, seed 2, 3 partitions": frame.repartition(3).orderBy(F.rand(2)),
+        "one partition": frame.coalesce(1),
+    }
+    first = None
+    for name, layout in layouts.items():
+        result = fit_two_pass_pca(layout.persist(), threshold=0.95)
+        layout.unpersist()
+        assert result.k == expected_k, name
+        assert len(result.cumulative_variance) == 300, name
+        assert np.allclose(result.cumulative_variance, cumulative[:300], atol=1e-9), name
+        components = result.model.stages[1].pc.toArray()
+        theirs = reference.components_[: result.k].T
+        signs = np.sign(np.sum(components * theirs, axis=0))
+        assert np.allclose(components, theirs * signs, atol=1e-7), name
+        projected = Projection.of(result.model)(data)
+        assert np.allclose(projected, reference.transform(scaled)[:, : result.k] * signs, atol=1e-3)
+        if first is None:
+            first = components
+        else:  # each component's sign is fixed: the same components in any order, not flipped
+            assert np.allclose(components, first, atol=1e-9), name
+
+
+@pytest.mark.spark
+def test_features_that_do_not_vary_have_no_pca(spark):
+    frame = spark.createDataFrame([([1.0, 2.0, 3.0],)] * 3, "features array<float>")
+    with pytest.raises(PCAInputError, match="do not vary"):
+        fit_two_pass_pca(frame, threshold=0.95)
+
+
+def small_decomposition(seed=0):
+    """A 12x12 covariance of 8 rows (rank 7), its eigenvalues and eigenvectors, and the
+    ratios of the first 8."""
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(8, 12)) * np.linspace(3, 1, 12)
+    covariance = np.cov(rows, rowvar=False)
+    values, vectors = decompose(covariance)
+    return covariance, values, vectors, values[:8] / values.sum()
+
+
+def test_decompose_gives_sorted_eigenpairs_with_fixed_signs():
+    covariance, values, vectors, ratios = small_decomposition()
+    assert np.all(np.diff(values) <= 0) and values.min() >= 0
+    assert np.allclose(covariance @ vectors, vectors * values, atol=1e-12)
+    pivots = np.argmax(np.abs(vectors), axis=0)
+    assert np.all(vectors[pivots, np.arange(12)] > 0)
+    assert np.allclose(np.sort(np.linalg.eigvalsh(covariance))[::-1], values, atol=1e-12)
+    check_decomposition(covariance, values, vectors[:, :5], ratios)  # right: no error
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("wrong eigenvector", "component 2: |Cov·v - λv|"),
+        ("not orthonormal", "not orthonormal"),
+        ("eigenvalue off", "eigenvalues sum to"),
+        ("ratios above 1", "ratios sum to 1.0009"),
+        ("ratio NaN", "negative or not finite"),
+    ],
+)
+def test_the_check_refuses_a_broken_decomposition(breakage, message):
+    covariance, values, vectors, ratios = small_decomposition()
+    components = vectors[:, :5].copy()
+    if breakage == "wrong eigenvector":  # unit, orthogonal to the others, but no eigenvector
+        components[:, 1] = (vectors[:, 1] + vectors[:, 6]) / np.sqrt(2)
+    elif breakage == "not orthonormal":
+        components[:, 0] *= 1.01
+    elif breakage == "eigenvalue off":
+        values = values.copy()
+        values[0] *= 1.05
+    elif breakage == "ratios above 1":
+        ratios = ratios * 1.0009
+    else:
+        ratios = ratios.copy()
+        ratios[3] = np.nan
+    with pytest.raises(PCACheckError, match=re.escape(message)) as raised:
+        check_decomposition(covariance, values, components, ratios)
+    assert isinstance(raised.value, RuntimeError)
+    assert "\n" not in str(raised.value) and str(raised.value).startswith("PCA check failed:")
+
+
+@pytest.mark.spark
+def test_a_run_with_a_broken_decomposition_fails(spark, monkeypatch):
+    """The check runs inside the fit: a decomposition that is off (here: the first two
+    components mixed, as a wrong LAPACK result would be) fails the fit, no model made."""
+    right = decompose
+
+    def broken(covariance):
+        values, vectors = right(covariance)
+        vectors = vectors.copy()
+        vectors[:, :2] = vectors[:, :2] @ np.array([[0.8, -0.6], [0.6, 0.8]])
+        return values, vectors
+
+    monkeypatch.setattr(pca, "decompose", broken)
+    data = low_rank_features(rows=40, dims=10, seed=2)
+    frame = spark.createDataFrame([(row.tolist(),) for row in data], "features array<float>")
+    with pytest.raises(PCACheckError, match="component 1"):
+        fit_two_pass_pca(frame, threshold=0.95)
 
 
 @pytest.mark.spark
