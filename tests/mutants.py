@@ -66,6 +66,27 @@ MUTANTS = [
         "        resolved = os.path.normpath(local_path(uri))\n",
         ("tests/test_owned.py::test_a_symlink_is_where_it_points",),
     ),
+    Mutant(
+        "resume-reuses-a-half-written-unit",
+        "src/fruits_pipeline/results/staging.py",
+        "            ok = recorded is not None and json.loads(recorded)"
+        ' == unit_check(data or b"")\n',
+        "            ok = True\n",
+        (
+            "tests/test_reliability.py::"
+            "test_a_resume_reuses_only_the_rows_it_kept_from_verified_units",
+        ),
+    ),
+    Mutant(
+        "resume-reuses-whole-staged-files",
+        "src/fruits_pipeline/chain/reuse.py",
+        "        whole_units = fully_kept(staged, kept_staged, units)\n",
+        "        whole_units = units\n",
+        (
+            "tests/test_reliability.py::"
+            "test_a_resume_reuses_only_the_rows_it_kept_from_verified_units",
+        ),
+    ),
 ]
 
 

@@ -9,8 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -84,9 +86,30 @@ def test_a_python_worker_crash_is_retried_and_loses_nothing(spark, capsys, tmp_p
 SCRIPT = Path(sys.executable).parent / "fruits-pipeline"
 
 
-def start_run(source: Path, output: Path, *extra: str) -> subprocess.Popen:
-    """Start ``fruits-pipeline run`` as its own process group (its JVM and Python workers)."""
+#: ``fruits-pipeline`` whose publish writes the file ``sys.argv[1]`` and waits there to be
+#: killed: the moment between ``_SUCCESS`` in the staging and its rename is milliseconds
+#: long, too short to observe from outside.
+PAUSED_AT_PUBLISH = """
+import sys, time
+from fruits_pipeline.cli import main
+from fruits_pipeline.results.location import OutputLocation
+marker = sys.argv.pop(1)
+def publish(self):
+    open(marker, "w").close()
+    time.sleep(3600)
+OutputLocation.publish = publish
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_run(
+    source: Path, output: Path, *extra: str, pause_at_publish: Path | None = None
+) -> subprocess.Popen:
+    """Start ``fruits-pipeline run`` as its own process group (its JVM and Python workers);
+    with ``pause_at_publish``, one that stops in its publish (``PAUSED_AT_PUBLISH``)."""
     command = [str(SCRIPT), "run", "--input", str(source), "--output", str(output), *extra]
+    if pause_at_publish:
+        command = [sys.executable, "-c", PAUSED_AT_PUBLISH, str(pause_at_publish), *command[1:]]
     return subprocess.Popen(
         [*command, "--weights", "random:0", "--master", "local[2]"],
         stdout=subprocess.PIPE,
@@ -99,7 +122,10 @@ def start_run(source: Path, output: Path, *extra: str) -> subprocess.Popen:
 def wait_until(process: subprocess.Popen, condition, what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert process.poll() is None, f"the run ended before {what}: {process.stderr.read()}"
+        if process.poll() is not None:
+            time.sleep(1)  # a Watched run's reader thread takes the rest of the log
+            said = getattr(process, "watched_lines", None) or [process.stderr.read()]
+            raise AssertionError(f"the run ended before {what}: {''.join(said)[-3000:]}")
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.05)
 
@@ -123,41 +149,147 @@ def staged_units(staging: Path) -> list[Path]:
     return sorted(staging.glob("extracted.incomplete/run-*/unit-*.parquet"))
 
 
-def test_a_killed_run_resumes_where_it_stopped(spark, capsys, tmp_path):
-    source = tmp_path / "images"
-    write_sample_tree(str(source), per_class=50, seed=5)  # 300 images: 6 tasks and units
-    total = 300
+def checked_rows(units: list[Path]) -> int:
+    """The rows of the ``units`` whose check was written (the others are never reused)."""
+    return sum(
+        pq.read_table(unit).num_rows
+        for unit in units
+        if (unit.parent / f"_{unit.name}.check").exists()
+    )
+
+
+class Watched:
+    """A run started with ``start_run`` whose log lines are read as they come (a thread
+    drains its stderr, so that it never blocks on a full pipe)."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        process.watched_lines = self.lines  # for wait_until's message
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def said(self, words: str) -> bool:
+        return any(words in line for line in list(self.lines))
+
+
+#: Where a killed run dies, each an event the test observes in the run's log or staging
+#: (6 units: 300 images in 6 tasks, 50 rows each).
+KILL_POINTS = {
+    "listing": lambda run, staging: run.said("stage list: started"),
+    "extraction, first unit": lambda run, staging: len(staged_units(staging)) >= 1,
+    "extraction, middle": lambda run, staging: len(staged_units(staging)) >= 3,
+    "extraction, late": lambda run, staging: len(staged_units(staging)) >= 5,
+    "pca": lambda run, staging: run.said("stage pca: started"),
+    "write stage": lambda run, staging: run.said("stage write: started"),
+    "publishing": lambda run, staging: (staging.parent / "publishing").exists(),
+}
+RESUME_OPTIONS = ["--weights", "random:0", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def resume_source(tmp_path_factory) -> Path:
+    source = tmp_path_factory.mktemp("resume") / "images"
+    write_sample_tree(str(source), per_class=50, seed=5)  # 300 images
+    return source
+
+
+def clean_run(source: Path, output: Path) -> dict:
+    """A run of ``source`` from scratch, in this test session; its report."""
+    args = ["run", "--input", str(source), "--output", str(output), *RESUME_OPTIONS]
+    assert main(args, default_master="local[2,2]") == 0
+    return json.loads((output / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def clean(resume_source, tmp_path_factory) -> tuple[Path, dict]:
+    output = tmp_path_factory.mktemp("clean") / "out"
+    return output, clean_run(resume_source, output)
+
+
+def assert_same_run(spark, ours: Path, theirs: Path) -> None:
+    """The same rows, each path's features, the same k, components and projection."""
+    from pyspark.ml import PipelineModel
+
+    mine, other = (json.loads((p / "report.json").read_text()) for p in (ours, theirs))
+    assert mine["counts"] == other["counts"] and mine["pca"]["k"] == other["pca"]["k"]
+    assert mine["provenance"] == other["provenance"]
+    a, b = stored_rows(spark, ours), stored_rows(spark, theirs)
+    assert_same_features(a, b)
+    assert_same_projection(a, b)
+    pcs = [PipelineModel.load(str(p / "pca_model")).stages[1].pc.toArray() for p in (ours, theirs)]
+    signs = np.sign(np.sum(pcs[0] * pcs[1], axis=0))
+    assert np.allclose(pcs[0], pcs[1] * signs, atol=1e-6)
+
+
+def kill_at(source: Path, output: Path, point: str) -> None:
+    """Start a run on ``source`` and kill its driver at ``point`` (``KILL_POINTS``)."""
+    staging = output.parent / f".{output.name}.incomplete"
+    pause = output.parent / "publishing" if point == "publishing" else None
+    run = Watched(start_run(source, output, "--batch-size", "8", pause_at_publish=pause))
+    try:
+        wait_until(run.process, lambda: KILL_POINTS[point](run, staging), point)
+    finally:
+        kill_driver(run.process)
+    # never half-written: either no OUTPUT, or a whole run (killed after its rename)
+    assert not output.exists() or (output / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_run_killed_anywhere_resumes_to_the_clean_run(
+    spark, capsys, tmp_path, resume_source, clean, point
+):
     output = tmp_path / "out"
     staging = tmp_path / ".out.incomplete"
-    options = ["--input", str(source), "--weights", "random:0", "--batch-size", "8"]
+    kill_at(resume_source, output, point)
+    # every unit left is whole (parquet that reads), with its check
+    for unit in staged_units(staging):
+        assert pq.read_table(unit).num_rows > 0
+    done = checked_rows(staged_units(staging))
 
-    process = start_run(source, output, "--batch-size", "8")
-    try:
-        wait_until(process, lambda: staged_units(staging), "it staged a unit")
-    finally:
-        kill_driver(process)
-    assert not output.exists()
-    assert not (staging / "report.json").exists()
-    # Every unit the dead run left is whole (parquet that reads), none is half-written.
-    done = sum(pq.read_table(unit).num_rows for unit in staged_units(staging))
-    assert 0 < done < total, done
-    unit = max(pq.read_table(path).num_rows for path in staged_units(staging))
-
-    resumed, printed = run_ok(capsys, *options, "--output", str(output), "--resume")
+    resumed, _ = run_ok(
+        capsys, "--input", str(resume_source), *RESUME_OPTIONS,
+        "--output", str(output), "--resume", "--overwrite",
+    )
     reused, inferred = resumed["resume"]["reused"], resumed["cnn"]["images_inferred"]
-    assert reused >= done and reused + inferred == total
-    assert inferred <= total - done + unit  # the CNN ran on what was not done, at most
-    assert resumed["resume"]["new"] == inferred and len(resumed["resume"]["from_runs"]) == 1
-    assert f"resumed          {reused} images reused from the staging of 1" in printed
+    assert reused + inferred == 300 and reused >= (done if staging.exists() else 0)
     assert not staging.exists() and not (tmp_path / ".out.lock").exists()
+    assert_same_run(spark, output, clean[0])
 
-    clean, _ = run_ok(capsys, *options, "--output", str(tmp_path / "clean"))
-    assert clean["cnn"]["images_inferred"] == total
-    assert resumed["counts"] == clean["counts"] and resumed["pca"]["k"] == clean["pca"]["k"]
-    assert resumed["provenance"] == clean["provenance"]
-    ours, theirs = stored_rows(spark, output), stored_rows(spark, tmp_path / "clean")
-    assert_same_features(ours, theirs)
-    assert_same_projection(ours, theirs)
+
+def test_a_resume_reuses_only_the_rows_it_kept_from_verified_units(
+    spark, capsys, tmp_path, resume_source
+):
+    """A staged unit holding an image changed since, a truncated unit, one without its
+    check and one whose bytes no longer match it: the resumed run equals a clean run of the
+    images as they are now, and the next one still works."""
+    source = tmp_path / "images"
+    shutil.copytree(resume_source, source)
+    output = tmp_path / "out"
+    staging = tmp_path / ".out.incomplete"
+    kill_at(source, output, "extraction, late")
+    units = [u for u in staged_units(staging) if (u.parent / f"_{u.name}.check").exists()]
+    assert len(units) >= 4, units
+    changed = Path(unquote(urlsplit(pq.read_table(units[0]).column("path")[0].as_py()).path))
+    Image.open(changed).rotate(90).save(changed, format="JPEG", quality=70)
+    units[1].write_bytes(units[1].read_bytes()[:-200])  # half-written
+    (units[2].parent / f"_{units[2].name}.check").unlink()  # its run died before the check
+    garbled = bytearray(units[3].read_bytes())
+    garbled[len(garbled) // 2] ^= 0xFF
+    units[3].write_bytes(bytes(garbled))  # changed after its check
+
+    expected = checked_rows(units[4:]) + pq.read_table(units[0]).num_rows - 1  # less the change
+
+    resumed, _ = run_ok(
+        capsys, "--input", str(source), *RESUME_OPTIONS, "--output", str(output), "--resume"
+    )
+    assert resumed["resume"]["reused"] == expected
+    clean_run(source, tmp_path / "clean")
+    assert_same_run(spark, output, tmp_path / "clean")
 
 
 def test_two_runs_on_one_output_never_break_each_other(spark, tmp_path):

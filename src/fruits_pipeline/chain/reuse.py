@@ -4,8 +4,11 @@ Two sources, both already checked against the run's provenance key: the rows tha
 interrupted runs staged (``--resume``, ``results/staging.py``) and the rows of the finished
 run at OUTPUT (``--incremental``).  A row is reused only for an image whose path, size and
 modification time are the listing's (``listing.IDENTITY``), and only when its source holds
-one row for that path; staged rows come first.  Staged rows are read where they are; a
-previous run's are copied into this run's units (on S3 the run rewrites OUTPUT in place).
+one row for that path; staged rows come first, and only from units that pass their check.
+A staged unit whose rows are all reused is read where it is; the reused rows of the others
+(a unit holding an image changed since) and a previous run's rows are copied into this
+run's units (on S3 the run rewrites OUTPUT in place), so that the run's tables, which are
+written from whole files, get exactly the rows it reuses.
 
 Every set of paths here is a Spark DataFrame and every comparison a join: only counts reach
 the driver's Python, whatever the number of images.
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_pipeline.chain.extract import STORED_SCHEMA, ExtractionWork
+from fruits_pipeline.chain.extract import STORED_COLUMNS, STORED_SCHEMA, ExtractionWork
 from fruits_pipeline.chain.incremental import PreviousRun
 from fruits_pipeline.chain.listing import IDENTITY, Listing, read_images
 from fruits_pipeline.results import storage
@@ -52,14 +55,16 @@ def plan_reuse(
     current = listing.identities
     reusable: list[DataFrame] = []  # ``path``, ``ok`` of the rows reused, per source
     staged = kept_staged = None
+    whole_units: list[str] = []
     reused_staged = reused_featurized = 0
-    if staging.adopted:
-        folders = [storage.spark_uri(staging.units_folder(run)) for run in staging.adopted]
-        staged = spark.read.schema(STORED_SCHEMA).parquet(*folders)
+    units = staging.verified_units() if staging.adopted else []
+    if units:
+        staged = spark.read.schema(STORED_SCHEMA).parquet(*map(storage.spark_uri, units))
         kept_staged = unchanged(staged, current)
         reused_staged, featurized = reused_counts(kept_staged)
         reused_featurized += featurized
         reusable.append(kept_staged)
+        whole_units = fully_kept(staged, kept_staged, units)
     kept_previous = None
     incremental = None
     if previous is not None and previous.rows is None:
@@ -103,12 +108,21 @@ def plan_reuse(
             todo = todo.join(rows.select("path"), "path", "left_anti")
         totals = todo.agg(F.count("*").alias("n"), F.sum("length").alias("bytes")).first()
         files = int(totals["n"])
+        copied = [only(previous.rows, kept_previous)] if kept_previous is not None else []
+        if kept_staged is not None and len(whole_units) < len(units):
+            partly = [u for u in units if u not in whole_units]
+            rows = spark.read.schema(STORED_SCHEMA).parquet(*map(storage.spark_uri, partly))
+            copied.append(only(rows, kept_staged))
         work = ExtractionWork(
             images=read_images(spark, listing.root, files=todo) if files else None,
             files=files,
             bytes=int(totals["bytes"] or 0),
-            copied=only(previous.rows, kept_previous) if kept_previous is not None else None,
-            staged=only(staged, kept_staged) if kept_staged is not None else None,
+            copied=union(copied),
+            staged=(
+                spark.read.schema(STORED_SCHEMA).parquet(*map(storage.spark_uri, whole_units))
+                if whole_units
+                else None
+            ),
         )
     facts = None
     if resume:
@@ -143,6 +157,29 @@ def reused_counts(paths: DataFrame) -> tuple[int, int]:
     """How many rows ``paths`` (``path``, ``ok``) holds, and how many of them have features."""
     row = paths.agg(F.count("*").alias("n"), F.sum(F.col("ok").cast("int")).alias("ok")).first()
     return int(row["n"]), int(row["ok"] or 0)
+
+
+def fully_kept(staged: DataFrame, kept: DataFrame, units: list[str]) -> list[str]:
+    """The ``units`` (URIs, the files ``staged`` reads) all of whose rows are in ``kept``.
+
+    Units are told apart by their run's folder and their name (``run-…/unit-….parquet``,
+    hex digits only), which is how ``input_file_name`` and ``units`` both end."""
+    tail = F.regexp_extract(F.input_file_name(), r"([^/]+/[^/]+)$", 1).alias("unit")
+    tagged = staged.select("path", tail)
+    held = tagged.groupBy("unit").count()
+    reused = tagged.join(kept.select("path"), "path", "left_semi").groupBy("unit").count()
+    whole = {r["unit"] for r in held.join(reused, ["unit", "count"], "left_semi").collect()}
+    return [uri for uri in units if "/".join(uri.rsplit("/", 2)[-2:]) in whole]
+
+
+def union(frames: list[DataFrame]) -> DataFrame | None:
+    """The rows of ``frames`` together, or None when there are none."""
+    if not frames:
+        return None
+    rows = frames[0].select(*STORED_COLUMNS)
+    for more in frames[1:]:
+        rows = rows.unionByName(more.select(*STORED_COLUMNS))
+    return rows
 
 
 def only(rows: DataFrame, paths: DataFrame) -> DataFrame:

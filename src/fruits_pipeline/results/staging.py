@@ -4,9 +4,11 @@ The staging folder of OUTPUT (``OutputLocation.work``) holds ``staging.json`` (t
 provenance of the rows staged there, and the runs that staged them) and, under
 ``extracted.incomplete/run-RUN/``, one parquet file per unit of about ``UNIT_IMAGES`` rows.
 Each Python worker writes its units itself, each with one atomic write
-(``storage.write_atomic``): a unit that exists is whole, so a run that dies loses only the
-units it was making.  A run started again with ``--resume`` under the same provenance key
-reuses every finished unit of the runs before it; without ``--resume``, or under another
+(``storage.write_atomic``), then its check (``_unit-….check``: its rows and the sha256 of its
+bytes, hidden from Spark's readers by the ``_``): a run that dies loses only the units it
+was making, and a unit is reused only when its check is there and still holds.  A run
+started again with ``--resume`` under the same provenance key reuses the verified units of
+the runs before it; without ``--resume``, or under another
 key, the staging is removed first.  Only the holder of OUTPUT's lock (``results/lock.py``)
 opens, adopts or removes a staging.
 """
@@ -32,6 +34,8 @@ UNIT_IMAGES = 256
 
 UNIT_PREFIX = "unit-"
 RUN_PREFIX = "run-"
+#: ``_`` + the unit's name + this: a unit's rows and sha256, written after the unit
+CHECK_SUFFIX = ".check"
 
 
 @dataclass
@@ -65,10 +69,55 @@ class Staging:
         """The names of the finished units of ``run_id`` (this run by default)."""
         return finished_units(self.units_folder(run_id))
 
+    def verified_units(self) -> list[str]:
+        """The URIs of the adopted runs' units that pass their check (``verified``)."""
+        return [
+            storage.join(self.units_folder(run), name)
+            for run in self.adopted
+            for name in verified(self.units_folder(run))
+        ]
+
 
 def finished_units(folder: str) -> list[str]:
     """Return the unit files in ``folder``: only whole ones exist under a unit's name."""
     return [n for n in storage.list_names(folder) if n.startswith(UNIT_PREFIX)]
+
+
+def check_name(unit: str) -> str:
+    """The name of the check file of the unit named ``unit``."""
+    return "_" + unit + CHECK_SUFFIX
+
+
+def unit_check(data: bytes) -> dict:
+    """What a unit's check records of the unit's bytes ``data``: its rows and sha256."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+    return {"rows": rows, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def verified(folder: str) -> list[str]:
+    """Return the names of the units in ``folder`` whose check was written and still holds
+    (same rows, same sha256); log the others, which are not reused: a unit without its check
+    was being written, or its check, when its run died; one that fails it was changed."""
+    import json
+
+    names = storage.list_names(folder)
+    good = []
+    for unit in (n for n in names if n.startswith(UNIT_PREFIX)):
+        recorded = storage.read_bytes(storage.join(folder, check_name(unit)))
+        data = storage.read_bytes(storage.join(folder, unit))
+        try:
+            ok = recorded is not None and json.loads(recorded) == unit_check(data or b"")
+        except (ValueError, OSError) as error:  # not parquet, or the check is not JSON
+            log.debug("%s: %s", unit, error)
+            ok = False
+        if ok:
+            good.append(unit)
+        else:
+            log.warning("staged unit %s/%s fails its check: featurized again", folder, unit)
+    return good
 
 
 def read_manifest(root: str) -> StagingManifest | None:
@@ -135,8 +184,11 @@ def write_unit(folder: str, frame, schema) -> tuple[str, list[str]]:
     the arrow ``schema``; return its name and its paths.
 
     Runs in the Python workers.  The name is derived from the rows' paths, so that a retried
-    task writes the same units again instead of new ones.
+    task writes the same units again instead of new ones.  The unit's check is written after
+    it, atomically too: a unit without one is never reused.
     """
+    import json
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -146,5 +198,9 @@ def write_unit(folder: str, frame, schema) -> tuple[str, list[str]]:
     buffer = io.BytesIO()
     # No dictionary encoding, as for the job's other tables (storage.PARQUET_OPTIONS).
     pq.write_table(table, buffer, compression="snappy", use_dictionary=False)
-    storage.write_atomic(storage.join(folder, name + ".parquet"), buffer.getvalue(), STAGING_TAG)
-    return name + ".parquet", paths
+    data = buffer.getvalue()
+    unit = name + ".parquet"
+    storage.write_atomic(storage.join(folder, unit), data, STAGING_TAG)
+    check = json.dumps(unit_check(data)).encode("utf-8")
+    storage.write_atomic(storage.join(folder, check_name(unit)), check, STAGING_TAG)
+    return unit, paths
