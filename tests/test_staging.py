@@ -251,3 +251,36 @@ def test_workers_write_their_units_to_s3(spark, bucket, moto_endpoint):
     back = pq.read_table(f"{folder[5:]}/{written[0]['unit']}", filesystem=s3fs.S3FileSystem())
     assert back.num_rows == written[0]["rows"]
     assert Path(back.column("path")[0].as_py()).parent.name == "Kiwi"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"network_sha256": "ef" * 32},  # another quantized network of the same weights
+        {"calibration": "digest-of-other-images"},
+        {"precision": "int8"},
+    ],
+)
+def test_another_network_is_another_provenance_key(change):
+    """--resume adopts a staging only under the run's own key (``open_staging``): units of
+    another int8 network must never pass for this one's."""
+    from dataclasses import replace
+
+    from fruits_pipeline.chain.provenance import provenance_key
+
+    facts = replace(provenance("onnxruntime-int8"), calibration="digest-of-the-run's-images")
+    assert provenance_key(replace(facts, **change)) != provenance_key(facts)
+
+
+def test_a_unit_is_verified_by_its_check(tmp_path):
+    from fruits_pipeline.results.staging import check_name, verified
+
+    folder = str(tmp_path / "units")
+    good, _ = write_unit(folder, rows("a.jpg", "b.jpg"), stored_arrow_schema())
+    bad, _ = write_unit(folder, rows("c.jpg"), stored_arrow_schema())
+    assert verified(folder) == sorted([good, bad])
+    unit = tmp_path / "units" / bad
+    unit.write_bytes(unit.read_bytes()[:-10])  # half-written
+    assert verified(folder) == [good]
+    (tmp_path / "units" / check_name(good)).unlink()  # its run died before the check
+    assert verified(folder) == []
