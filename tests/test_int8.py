@@ -218,7 +218,7 @@ def test_an_int8_run_exports_the_network_it_kept_as_onnx_only(capsys, tmp_path, 
     assert [model["file"] for model in card["models"]] == [layout.ONNX_MODEL]
     assert card["network"]["precision"] == "int8"
     assert sorted(path.name for path in models.iterdir() if path.is_file()) == sorted(
-        [layout.ONNX_MODEL, layout.MODEL_CARD]
+        [layout.ONNX_MODEL, layout.MODEL_CARD, layout.OWNER_MARKER]
     )
     assert sum("TFLite models not written" in line for line in printed.splitlines()) == 1
     # the exported classifier holds the network the run kept, every tensor as it was
