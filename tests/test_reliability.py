@@ -102,20 +102,56 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+#: ``sitecustomize`` of a run's Python processes (its folder put on ``PYTHONPATH``, which
+#: Spark passes on to its workers): once two units are written, a unit's write stops halfway
+#: through its bytes, writes the file ``$STALLED_UNIT_MARKER`` and waits there to be killed,
+#: as a node lost while it writes.
+STALLED_UNIT_WRITE = """
+import os, time
+from fruits_pipeline.results import storage
+write_atomic = storage.write_atomic
+def stalled(uri, data, tagging=None):
+    folder, name = os.path.split(storage.local_path(uri))
+    done = [n for n in os.listdir(folder) if n.startswith("unit-")] if os.path.isdir(folder) else []
+    if not name.startswith("unit-") or len(done) < 2:
+        return write_atomic(uri, data, tagging)
+    with storage.atomic_file(uri) as handle:
+        handle.write(data[: len(data) // 2])
+        handle.flush()
+        open(os.environ["STALLED_UNIT_MARKER"], "a").close()
+        time.sleep(3600)
+storage.write_atomic = stalled
+"""
+
+
 def start_run(
-    source: Path, output: Path, *extra: str, pause_at_publish: Path | None = None
+    source: Path,
+    output: Path,
+    *extra: str,
+    pause_at_publish: Path | None = None,
+    stall_unit_write: Path | None = None,
 ) -> subprocess.Popen:
     """Start ``fruits-pipeline run`` as its own process group (its JVM and Python workers);
-    with ``pause_at_publish``, one that stops in its publish (``PAUSED_AT_PUBLISH``)."""
+    with ``pause_at_publish``, one that stops in its publish (``PAUSED_AT_PUBLISH``); with
+    ``stall_unit_write`` (a marker file), one whose unit writes stop (``STALLED_UNIT_WRITE``)."""
     command = [str(SCRIPT), "run", "--input", str(source), "--output", str(output), *extra]
     if pause_at_publish:
         command = [sys.executable, "-c", PAUSED_AT_PUBLISH, str(pause_at_publish), *command[1:]]
+    environment = dict(os.environ)
+    if stall_unit_write:
+        hooks = stall_unit_write.parent / "hooks"
+        hooks.mkdir()
+        (hooks / "sitecustomize.py").write_text(STALLED_UNIT_WRITE)
+        paths = [str(hooks), environment.get("PYTHONPATH", "")]
+        environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        environment["STALLED_UNIT_MARKER"] = str(stall_unit_write)
     return subprocess.Popen(
         [*command, "--weights", "random:0", "--master", "local[2]"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env=environment,
     )
 
 
@@ -143,6 +179,15 @@ def kill_driver(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the run's whole process group at once, as a node lost with all it runs."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
 
 
 def staged_units(staging: Path) -> list[Path]:
@@ -181,14 +226,24 @@ class Watched:
 #: (6 units: 300 images in 6 tasks, 50 rows each).
 KILL_POINTS = {
     "listing": lambda run, staging: run.said("stage list: started"),
+    "calibration": lambda run, staging: run.said("stage calibrate: started"),
     "extraction, first unit": lambda run, staging: len(staged_units(staging)) >= 1,
     "extraction, middle": lambda run, staging: len(staged_units(staging)) >= 3,
     "extraction, late": lambda run, staging: len(staged_units(staging)) >= 5,
+    "a unit being written": lambda run, staging: (staging.parent / "stalled").exists(),
     "pca": lambda run, staging: run.said("stage pca: started"),
     "write stage": lambda run, staging: run.said("stage write: started"),
     "publishing": lambda run, staging: (staging.parent / "publishing").exists(),
 }
 RESUME_OPTIONS = ["--weights", "random:0", "--batch-size", "8"]
+#: Kill points of a quantized run only: its network is calibrated on the run's own images.
+INT8_POINTS = {"calibration"}
+INT8_OPTIONS = ["--engine", "onnxruntime-int8"]
+
+
+def options_at(point: str) -> list[str]:
+    """The run options of the killed run, its resume and its clean run at ``point``."""
+    return RESUME_OPTIONS + (INT8_OPTIONS if point in INT8_POINTS else [])
 
 
 @pytest.fixture(scope="module")
@@ -198,17 +253,27 @@ def resume_source(tmp_path_factory) -> Path:
     return source
 
 
-def clean_run(source: Path, output: Path) -> dict:
+def clean_run(source: Path, output: Path, options: list[str] = RESUME_OPTIONS) -> dict:
     """A run of ``source`` from scratch, in this test session; its report."""
-    args = ["run", "--input", str(source), "--output", str(output), *RESUME_OPTIONS]
+    args = ["run", "--input", str(source), "--output", str(output), *options]
     assert main(args, default_master="local[2,2]") == 0
     return json.loads((output / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def clean(resume_source, tmp_path_factory) -> tuple[Path, dict]:
+def clean(resume_source, tmp_path_factory) -> Path:
+    """The clean float32 run of ``resume_source``."""
     output = tmp_path_factory.mktemp("clean") / "out"
-    return output, clean_run(resume_source, output)
+    clean_run(resume_source, output)
+    return output
+
+
+@pytest.fixture(scope="module")
+def clean_int8(resume_source, tmp_path_factory) -> Path:
+    """The clean int8 run of ``resume_source``."""
+    output = tmp_path_factory.mktemp("clean-int8") / "out"
+    clean_run(resume_source, output, RESUME_OPTIONS + INT8_OPTIONS)
+    return output
 
 
 def assert_same_run(spark, ours: Path, theirs: Path) -> None:
@@ -227,21 +292,27 @@ def assert_same_run(spark, ours: Path, theirs: Path) -> None:
 
 
 def kill_at(source: Path, output: Path, point: str) -> None:
-    """Start a run on ``source`` and kill its driver at ``point`` (``KILL_POINTS``)."""
+    """Start a run on ``source`` and kill it at ``point`` (``KILL_POINTS``): its driver
+    alone, or, for a unit being written, the whole node."""
     staging = output.parent / f".{output.name}.incomplete"
     pause = output.parent / "publishing" if point == "publishing" else None
-    run = Watched(start_run(source, output, "--batch-size", "8", pause_at_publish=pause))
+    stall = output.parent / "stalled" if point == "a unit being written" else None
+    extra = [o for o in options_at(point) if o not in ("--weights", "random:0")]
+    process = start_run(source, output, *extra, pause_at_publish=pause, stall_unit_write=stall)
+    run = Watched(process)
     try:
         wait_until(run.process, lambda: KILL_POINTS[point](run, staging), point)
     finally:
-        kill_driver(run.process)
+        (kill_group if stall else kill_driver)(run.process)
+    if stall:  # it died with a unit half-written beside the whole ones
+        assert list(staging.glob("extracted.incomplete/run-*/.unit-*.parquet.tmp-*"))
     # never half-written: either no OUTPUT, or a whole run (killed after its rename)
     assert not output.exists() or (output / "_SUCCESS").exists()
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_a_run_killed_anywhere_resumes_to_the_clean_run(
-    spark, capsys, tmp_path, resume_source, clean, point
+    spark, capsys, tmp_path, resume_source, request, point
 ):
     output = tmp_path / "out"
     staging = tmp_path / ".out.incomplete"
@@ -249,16 +320,17 @@ def test_a_run_killed_anywhere_resumes_to_the_clean_run(
     # every unit left is whole (parquet that reads), with its check
     for unit in staged_units(staging):
         assert pq.read_table(unit).num_rows > 0
-    done = checked_rows(staged_units(staging))
+    done = checked_rows(staged_units(staging))  # 0 without a staging
 
     resumed, _ = run_ok(
-        capsys, "--input", str(resume_source), *RESUME_OPTIONS,
+        capsys, "--input", str(resume_source), *options_at(point),
         "--output", str(output), "--resume", "--overwrite",
     )
     reused, inferred = resumed["resume"]["reused"], resumed["cnn"]["images_inferred"]
-    assert reused + inferred == 300 and reused >= (done if staging.exists() else 0)
+    assert reused == done and inferred == 300 - done
     assert not staging.exists() and not (tmp_path / ".out.lock").exists()
-    assert_same_run(spark, output, clean[0])
+    clean = request.getfixturevalue("clean_int8" if point in INT8_POINTS else "clean")
+    assert_same_run(spark, output, clean)
 
 
 def test_a_resume_reuses_only_the_rows_it_kept_from_verified_units(
