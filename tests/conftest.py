@@ -18,6 +18,22 @@ TEST_WEIGHTS_SEED = 7
 
 
 @pytest.fixture(scope="session")
+def network_cache(tmp_path_factory) -> Path:
+    """The folder where this session keeps each network it built (tests/networks.py)."""
+    return tmp_path_factory.mktemp("networks")
+
+
+@pytest.fixture(autouse=True)
+def networks_built_once(request, network_cache, monkeypatch):
+    """Every test's runs take their networks from the session's cache, except the tests of
+    the building itself (marked ``networks_built_here``)."""
+    if request.node.get_closest_marker("networks_built_here") is None:
+        import networks
+
+        networks.install(network_cache, monkeypatch.setattr)
+
+
+@pytest.fixture(scope="session")
 def spark():
     """The one local SparkSession of the test session: 2 cores, a failed task retried once
     (as on a cluster, where tasks are retried), no UI."""

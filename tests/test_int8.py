@@ -64,6 +64,7 @@ def test_the_sample_is_the_first_paths_by_their_sha256(spark):
     assert sample_paths(frame.repartition(3), 4) == expected  # wherever Spark reads them
 
 
+@pytest.mark.networks_built_here
 def test_a_calibration_is_deterministic_and_named_by_its_images():
     from fruits_pipeline.chain.weights import load_weights, parse_weights_spec
 

@@ -16,6 +16,8 @@ from fruits_pipeline.chain.weights import (
     sha256_file,
 )
 
+pytestmark = pytest.mark.networks_built_here
+
 
 @pytest.mark.parametrize(
     "text, spec",
