@@ -1,16 +1,18 @@
-"""The session's small run (``results_run``) trained once and exported once, shared by the
-tests of ``train``, ``export`` and ``predict``: TFLite conversion is slow, so it happens
-once per test session."""
+"""The small run (``results_run``) trained and exported, shared by the tests of ``train``,
+``export`` and ``predict`` through the session fixtures ``trained_run`` and ``exported``
+(conftest.py): TFLite conversion is slow, so it happens once per test session.  The
+training happens in a copy of the small run, which stays as ``run`` wrote it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from results_run import SmallRun, small_run
+from results_run import SmallRun
 
 from fruits_pipeline.cli import main
 from fruits_pipeline.results import layout
@@ -35,43 +37,34 @@ class Exported:
     summary: str
 
 
-_DONE: dict[str, object] = {}
+def train_copy(run: SmallRun, base: Path) -> SmallRun:
+    """Copy ``run``'s OUTPUT into the new folder ``base``, train it, and return the copy."""
+    output = base / "output"
+    shutil.copytree(run.output, output, symlinks=True)
+    code = main(["train", str(output), "--max-iter", "30", "--quiet"], default_master="local[2]")
+    assert code == 0, "train failed on the small run"
+    report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+    return SmallRun(run.input, output, report, run.weights, run.real_data)
 
 
-def trained_run(tmp_path_factory, weights_file: Path) -> SmallRun:
-    """Return the session's small run after ``fruits-pipeline train`` (run the first time)."""
-    run = small_run(tmp_path_factory, weights_file)
-    if "trained" not in _DONE:
+def export_run(run: SmallRun, folder: Path) -> Exported:
+    """Export the trained ``run`` into ``folder`` (which must not exist yet)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(
-            ["train", str(run.output), "--max-iter", "30", "--quiet"], default_master="local[2]"
+            [
+                "export",
+                str(run.output),
+                "--to",
+                str(folder),
+                "--calibration-images",
+                str(CALIBRATION_IMAGES),
+                "--latency-runs",
+                "3",
+                "--quiet",
+            ],
+            default_master="local[2]",
         )
-        assert code == 0, "train failed on the small run"
-        _DONE["trained"] = json.loads((run.output / "report.json").read_text(encoding="utf-8"))
-    return run
-
-
-def exported(tmp_path_factory, weights_file: Path) -> Exported:
-    """Return the session's export of the trained small run (made the first time)."""
-    run = trained_run(tmp_path_factory, weights_file)
-    if "exported" not in _DONE:
-        folder = tmp_path_factory.mktemp("export") / "models"
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(
-                [
-                    "export",
-                    str(run.output),
-                    "--to",
-                    str(folder),
-                    "--calibration-images",
-                    str(CALIBRATION_IMAGES),
-                    "--latency-runs",
-                    "3",
-                    "--quiet",
-                ],
-                default_master="local[2]",
-            )
-        assert code == 0, err.getvalue()[-3000:]
-        card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
-        _DONE["exported"] = Exported(run, folder, card, out.getvalue())
-    return _DONE["exported"]
+    assert code == 0, err.getvalue()[-3000:]
+    card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+    return Exported(run, folder, card, out.getvalue())

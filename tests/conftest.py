@@ -108,6 +108,31 @@ def weights_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def small_run(spark, tmp_path_factory, weights_files):
+    """The session's small real run (tests/results_run.py), as ``run`` wrote it: tests read
+    it, and copy it before they change anything."""
+    from results_run import make_small_run
+
+    return make_small_run(tmp_path_factory.mktemp("small-run"), weights_files["legacy"])
+
+
+@pytest.fixture(scope="session")
+def trained_run(small_run, tmp_path_factory):
+    """A copy of the small run, trained (tests/classifier_run.py)."""
+    from classifier_run import train_copy
+
+    return train_copy(small_run, tmp_path_factory.mktemp("trained-run"))
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory):
+    """The trained run's export (tests/classifier_run.py)."""
+    from classifier_run import export_run
+
+    return export_run(trained_run, tmp_path_factory.mktemp("export") / "models")
+
+
+@pytest.fixture(scope="session")
 def wrong_weights_file(tmp_path_factory) -> Path:
     """A Keras weights file of another network (a small dense model)."""
     import keras

@@ -1,8 +1,9 @@
 """One small real run shared by the tests of plots, report.html, evaluate and transform.
 
-``small_run`` runs ``fruits-pipeline run`` once per test session on a few classes of the
-shared Fruits-360 sample (symlinks, nothing copied), split into ``Training`` and ``Test``
-folders as the dataset is; without the shared sample it draws sample fruit images instead.
+``make_small_run`` runs ``fruits-pipeline run`` on a few classes of the shared Fruits-360
+sample (symlinks, nothing copied), split into ``Training`` and ``Test`` folders as the
+dataset is; without the shared sample it draws sample fruit images instead.  The session
+fixture ``small_run`` (conftest.py) makes it once; no test writes into it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ class SmallRun:
     real_data: bool
 
 
-_RUNS: dict[str, SmallRun] = {}
-
-
 def symlink_tree(root: Path) -> bool:
     """Fill ``root/<split>/<class>/`` with symlinks into the shared sample, or with drawn
     images when it is absent; return True for the real sample."""
@@ -52,29 +50,26 @@ def symlink_tree(root: Path) -> bool:
     return real
 
 
-def small_run(tmp_path_factory, weights_file: Path) -> SmallRun:
-    """Return the session's small run, running it the first time (about 30 s)."""
-    if "run" not in _RUNS:
-        base = tmp_path_factory.mktemp("small-run")
-        source = base / "images"
-        real = symlink_tree(source)
-        output = base / "output"
-        code = main(
-            [
-                "run",
-                "--input",
-                str(source),
-                "--output",
-                str(output),
-                "--weights",
-                str(weights_file),
-                "--batch-size",
-                "32",
-                "--quiet",
-            ],
-            default_master="local[2]",
-        )
-        assert code == 0, "the small run failed"
-        report = json.loads((output / "report.json").read_text(encoding="utf-8"))
-        _RUNS["run"] = SmallRun(source, output, report, weights_file, real)
-    return _RUNS["run"]
+def make_small_run(base: Path, weights_file: Path) -> SmallRun:
+    """Run the small run into the new folder ``base`` and return it (about 30 s)."""
+    source = base / "images"
+    real = symlink_tree(source)
+    output = base / "output"
+    code = main(
+        [
+            "run",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--weights",
+            str(weights_file),
+            "--batch-size",
+            "32",
+            "--quiet",
+        ],
+        default_master="local[2]",
+    )
+    assert code == 0, "the small run failed"
+    report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+    return SmallRun(source, output, report, weights_file, real)

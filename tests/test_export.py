@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from classifier_run import PROBABILITY_TOLERANCE, exported, trained_run
+from classifier_run import PROBABILITY_TOLERANCE
 from pyspark.ml.functions import vector_to_array
 
 from fruits_pipeline import engines
@@ -30,8 +30,8 @@ FLOAT_MODELS = [layout.ONNX_MODEL, layout.TFLITE_FLOAT32_MODEL]
 
 
 @pytest.fixture(scope="module")
-def export(spark, tmp_path_factory, weights_files):
-    return exported(tmp_path_factory, weights_files["legacy"])
+def export(exported):
+    return exported
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +187,8 @@ def copy_with_report(tmp_path, run, change) -> str:
 
 
 @pytest.fixture(scope="module")
-def run(spark, tmp_path_factory, weights_files):
-    return trained_run(tmp_path_factory, weights_files["legacy"])
+def run(trained_run):
+    return trained_run
 
 
 def test_an_existing_folder_needs_overwrite(capsys, tmp_path, run):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from classifier_run import trained_run
 from pyspark.ml.functions import vector_to_array
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -71,8 +70,8 @@ def test_softmax_is_stable_for_large_logits():
 
 
 @pytest.fixture(scope="module")
-def run(spark, tmp_path_factory, weights_files):
-    return trained_run(tmp_path_factory, weights_files["legacy"])
+def run(trained_run):
+    return trained_run
 
 
 def test_the_folded_head_gives_the_spark_classifiers_probabilities(spark, run):

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from results_run import small_run
 
 from fruits_pipeline.results import layout, plots
 from fruits_pipeline.results.location import OutputLocation
@@ -26,8 +25,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def run(spark, tmp_path_factory, weights_files):
-    return small_run(tmp_path_factory, weights_files["legacy"])
+def run(small_run):
+    return small_run
 
 
 def test_explained_variance_marks_k_and_rejects_a_k_out_of_range():

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from classifier_run import PROBABILITY_TOLERANCE, exported
+from classifier_run import PROBABILITY_TOLERANCE
 from image_files import jpeg_bytes, noise_image
 
 from fruits_pipeline.chain.images import decode_image
@@ -21,8 +21,8 @@ from fruits_pipeline.results import layout
 
 
 @pytest.fixture(scope="module")
-def export(spark, tmp_path_factory, weights_files):
-    return exported(tmp_path_factory, weights_files["legacy"])
+def export(exported):
+    return exported
 
 
 @pytest.fixture

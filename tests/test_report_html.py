@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from results_run import small_run
 
 from fruits_pipeline.results.page import render_html
 from fruits_pipeline.results.report import from_json
@@ -82,8 +81,8 @@ def check_images(parser: PageParser, count: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(spark, tmp_path_factory, weights_files):
-    return small_run(tmp_path_factory, weights_files["legacy"])
+def run(small_run):
+    return small_run
 
 
 def test_the_page_is_self_contained(run):

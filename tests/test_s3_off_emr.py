@@ -7,7 +7,6 @@ from __future__ import annotations
 import boto3
 import pytest
 from image_files import jpeg_bytes, noise_image
-from results_run import small_run
 from s3_server import free_port
 
 from fruits_pipeline.chain.filesystems import NoFileSystemError, require_filesystems
@@ -78,9 +77,9 @@ def test_an_s3_output_off_emr_is_refused_before_anything_is_written(
 
 
 def test_transform_with_an_s3_input_off_emr_is_refused(
-    spark, bucket, tmp_path, tmp_path_factory, weights_files, capsys
+    spark, bucket, tmp_path, small_run, capsys
 ):
-    run = small_run(tmp_path_factory, weights_files["legacy"])  # the session's shared run
+    run = small_run
     put_images(bucket, "new", 2)
     output = tmp_path / "out2"
 

@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-from classifier_run import trained_run
 from cli_runs import run_ok
 from image_files import jpeg_bytes, noise_image
 from pyspark.sql import functions as F
@@ -26,8 +25,8 @@ from fruits_pipeline.results import layout
 
 
 @pytest.fixture(scope="module")
-def run(spark, tmp_path_factory, weights_files):
-    return trained_run(tmp_path_factory, weights_files["legacy"])
+def run(trained_run):
+    return trained_run
 
 
 def train(capsys, *args: str) -> tuple[int, str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from image_files import jpeg_bytes, noise_image
-from results_run import PER_SPLIT, small_run
+from results_run import PER_SPLIT
 from shared_data import SHARED_FRUITS
 
 from fruits_pipeline.chain.transform import WeightsMismatchError, check_same_weights
@@ -22,8 +22,8 @@ from fruits_pipeline.sample_images import FRUIT_CLASSES, draw_fruit
 
 
 @pytest.fixture(scope="module")
-def run(spark, tmp_path_factory, weights_files):
-    return small_run(tmp_path_factory, weights_files["legacy"])
+def run(small_run):
+    return small_run
 
 
 def transform(capsys, *args: str) -> tuple[int, str, str]:
