@@ -22,7 +22,8 @@ class OnnxRuntimeEngine(Engine):
         "the network converted to ONNX on the driver and run by ONNX Runtime in the "
         "workers (about twice TensorFlow's speed on CPU, no TensorFlow in the workers)"
     )
-    worker_memory_mb = 400
+    # the largest Python worker's peak on 8,240 images (docs/performance.md: 434 to 440 MB)
+    worker_memory_mb = 440
 
     def prepare(
         self, weights: LoadedWeights, calibration: CalibrationSample | None = None

@@ -64,6 +64,7 @@ class OnnxRuntimeInt8Engine(Engine):
         "the onnxruntime network quantized to int8 on the driver (static, calibrated on a "
         "deterministic sample of the run's own images), run by ONNX Runtime in the workers"
     )
+    # the largest Python worker's peak on 8,240 images: 364 MB (docs/performance.md)
     worker_memory_mb = 400
     calibration_images = 256
     precision = "int8"
