@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import pickle
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -90,5 +89,4 @@ def process_env(folder: str | os.PathLike, more_hooks: str = "") -> dict[str, st
     environment = dict(os.environ, **{ENV: str(folder)})
     paths = [str(hooks), environment.get("PYTHONPATH", "")]
     environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    environment.setdefault("PYSPARK_PYTHON", sys.executable)
     return environment

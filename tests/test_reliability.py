@@ -298,9 +298,9 @@ def kill_at(source: Path, output: Path, point: str, cache: Path) -> None:
     staging = output.parent / f".{output.name}.incomplete"
     pause = output.parent / "publishing" if point == "publishing" else None
     stall = output.parent / "stalled" if point == "a unit being written" else None
-    extra = [o for o in options_at(point) if o not in ("--weights", "random:0")]
     process = start_run(
-        source, output, *extra, cache=cache, pause_at_publish=pause, stall_unit_write=stall
+        source, output, *options_at(point), cache=cache, pause_at_publish=pause,
+        stall_unit_write=stall,
     )
     run = Watched(process)
     try:
