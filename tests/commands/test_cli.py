@@ -11,7 +11,7 @@ from image_files import jpeg_bytes, noise_image
 
 from fruits_pipeline.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -22,7 +22,7 @@ from fruits_pipeline.sample_images import write_sample_tree
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).parent
 SHIPPED_VERSION = "0.0.0+shipped-by-py-files"
 
