@@ -43,28 +43,28 @@ MUTANTS = [
         "src/fruits_pipeline/results/owned.py",
         "    if not (is_owned(owner) or is_empty_folder(owner)):\n",
         "    if False:\n",
-        ("tests/test_owned.py::test_remove_refuses_a_path_the_tool_did_not_write",),
+        ("tests/results/test_owned.py::test_remove_refuses_a_path_the_tool_did_not_write",),
     ),
     Mutant(
         "overwrite-what-the-tool-did-not-write",
         "src/fruits_pipeline/results/owned.py",
         "    if not storage.exists(uri) or is_empty_folder(uri) or is_owned(uri):\n",
         "    if True:\n",
-        ("tests/test_owned.py::test_an_existing_staging_that_is_not_ours_is_refused",),
+        ("tests/results/test_owned.py::test_an_existing_staging_that_is_not_ours_is_refused",),
     ),
     Mutant(
         "write-into-the-input",
         "src/fruits_pipeline/results/overlap.py",
         "            if source.contains(target) or target.contains(source):\n",
         "            if source == target:\n",
-        ("tests/test_owned.py::test_places_overlap_as_the_filesystem_resolves_them",),
+        ("tests/results/test_owned.py::test_places_overlap_as_the_filesystem_resolves_them",),
     ),
     Mutant(
         "overlap-through-a-symlink",
         "src/fruits_pipeline/results/overlap.py",
         "        resolved = os.path.realpath(local_path(uri))\n",
         "        resolved = os.path.normpath(local_path(uri))\n",
-        ("tests/test_owned.py::test_a_symlink_is_where_it_points",),
+        ("tests/results/test_owned.py::test_a_symlink_is_where_it_points",),
     ),
     Mutant(
         "resume-reuses-a-half-written-unit",
@@ -73,7 +73,7 @@ MUTANTS = [
         ' == unit_check(data or b"")\n',
         "            ok = True\n",
         (
-            "tests/test_reliability.py::"
+            "tests/end_to_end/test_reliability.py::"
             "test_a_resume_reuses_only_the_rows_it_kept_from_verified_units",
         ),
     ),
@@ -83,9 +83,77 @@ MUTANTS = [
         "        whole_units = fully_kept(staged, kept_staged, units)\n",
         "        whole_units = units\n",
         (
-            "tests/test_reliability.py::"
+            "tests/end_to_end/test_reliability.py::"
             "test_a_resume_reuses_only_the_rows_it_kept_from_verified_units",
         ),
+    ),
+    Mutant(
+        "features-to-the-wrong-image",
+        "src/fruits_pipeline/chain/extract.py",
+        "            features[position] = output[row]\n",
+        "            features[row] = output[row]\n",
+        (
+            "tests/chain/test_features.py::"
+            "test_each_image_keeps_its_own_features_when_a_batch_holds_bad_ones",
+        ),
+    ),
+    Mutant(
+        "reuse-a-rewritten-file-of-the-same-size",
+        "src/fruits_pipeline/chain/reuse.py",
+        '        .join(current, IDENTITY, "left_semi")\n',
+        '        .join(current, ["path", "length"], "left_semi")\n',
+        ("tests/end_to_end/test_reliability.py::test_incremental_run_equals_a_full_run",),
+    ),
+    Mutant(
+        "incremental-ignores-the-provenance-key",
+        "src/fruits_pipeline/chain/incremental.py",
+        "    if theirs.key != provenance.key:\n",
+        "    if False:\n",
+        (
+            "tests/end_to_end/test_reliability.py::"
+            "test_incremental_over_another_engine_featurizes_everything_and_says_why",
+        ),
+    ),
+    Mutant(
+        "transform-calibrates-again",
+        "src/fruits_pipeline/chain/transform.py",
+        "    return kept_network(model, model_report, engine)\n",
+        "    return None\n",
+        ("tests/engines/test_int8.py::test_transform_runs_the_kept_network_not_a_new_calibration",),
+    ),
+    Mutant(
+        "choose-k-without-float-tolerance",
+        "src/fruits_pipeline/chain/pca.py",
+        "cumulative >= threshold - 1e-12",
+        "cumulative >= threshold",
+        ("tests/chain/test_pca.py::test_choose_k",),
+    ),
+    Mutant(
+        "s3-keeps-the-previous-success-marker",
+        "src/fruits_pipeline/results/location.py",
+        "            self.remove(layout.SUCCESS)\n            self.remove(layout.REPORT_JSON)\n",
+        "            self.remove(layout.REPORT_JSON)\n",
+        (
+            "tests/results/test_s3.py::"
+            "test_a_kept_previous_run_on_s3_loses_its_finished_markers_first",
+        ),
+    ),
+    Mutant(
+        "int8-incremental-calibrates-again",
+        "src/fruits_pipeline/chain/calibration.py",
+        "    return kept_network(output, report, engine)\n",
+        "    return None\n",
+        (
+            "tests/engines/test_int8.py::"
+            "test_incremental_int8_keeps_the_network_and_reuses_the_unchanged_rows",
+        ),
+    ),
+    Mutant(
+        "int8-export-writes-the-float-network",
+        "src/fruits_pipeline/classifier/export.py",
+        "    if report.calibration is not None:\n        kept = kept_network(",
+        "    if False:\n        kept = kept_network(",
+        ("tests/engines/test_int8.py::test_an_int8_run_exports_the_network_it_kept_as_onnx_only",),
     ),
 ]
 
