@@ -8,6 +8,7 @@ import platform
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 
 from pyspark.sql import SparkSession
 
@@ -101,16 +102,23 @@ def session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None
                 spark.conf.set(key, value)
 
 
+def installed_version(*distributions: str) -> str:
+    """The version of the first of ``distributions`` installed, read from its metadata:
+    importing TensorFlow to read ``__version__`` costs seconds in a process that never
+    loads it (a run whose network is kept, ``transform``).  TensorFlow is two
+    distributions (``tensorflow-cpu`` on x86-64, ``tensorflow`` elsewhere: pyproject.toml)."""
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    raise metadata.PackageNotFoundError(" or ".join(distributions))
+
+
 def versions(spark: SparkSession) -> dict[str, str]:
     """Return the versions that decide a run's features, but the engine's own: the package,
     Python, Spark and the Java the driver runs on, and the libraries that read, decode and
     load (Keras loads the weights on the driver whatever the engine)."""
-    import keras
-    import numpy
-    import PIL
-    import pyarrow
-    import tensorflow
-
     from fruits_pipeline import __version__
 
     system = spark.sparkContext._jvm.java.lang.System
@@ -119,9 +127,9 @@ def versions(spark: SparkSession) -> dict[str, str]:
         "python": platform.python_version(),
         "spark": spark.version,
         "java": describe_java(system.getProperty("java.version"), system.getProperty("java.home")),
-        "tensorflow": tensorflow.__version__,
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "pillow": PIL.__version__,
-        "pyarrow": pyarrow.__version__,
+        "tensorflow": installed_version("tensorflow-cpu", "tensorflow"),
+        "keras": installed_version("keras"),
+        "numpy": installed_version("numpy"),
+        "pillow": installed_version("pillow"),
+        "pyarrow": installed_version("pyarrow"),
     }
