@@ -297,13 +297,22 @@ def test_console_script_refuses_an_unsuitable_java_home(tmp_path):
 
 @needs_packaged
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_demo_without_java_runs_on_the_packaged_jdk(tmp_path, path_without_java):
+def test_make_demo_without_java_runs_on_the_packaged_jdk(
+    tmp_path, path_without_java, network_cache
+):
     """The README's first command on a machine without Java: `make demo` (its setup taken
-    as done: this test runs inside that setup's .venv)."""
+    as done: this test runs inside that setup's .venv; its network from the session's
+    cache, tests/networks.py)."""
+    import networks
+
     demo = tmp_path / "demo"
+    cached = networks.process_env(network_cache)
     done = subprocess.run(
         ["make", "-C", str(ROOT), "-o", ".venv/.installed", "demo", f"DEMO={demo}"],
-        env=environment(JAVA_HOME=None, PATH=path_without_java, PYSPARK_PYTHON=None),
+        env=environment(
+            JAVA_HOME=None, PATH=path_without_java, PYSPARK_PYTHON=None,
+            PYTHONPATH=cached["PYTHONPATH"], **{networks.ENV: cached[networks.ENV]},
+        ),
         capture_output=True,
         text=True,
         timeout=600,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -31,11 +32,13 @@ from fruits_pipeline.sample_images import write_sample_tree
 pytestmark = pytest.mark.spark
 
 
-def stored_rows(spark, output: Path) -> dict[str, dict]:
-    """path -> row of features/ and rejected/ together."""
-    rows = {r["path"]: r.asDict() for r in spark.read.parquet(str(output / "features")).collect()}
-    for r in spark.read.parquet(str(output / "rejected")).collect():
-        rows[r["path"]] = r.asDict()
+def stored_rows(output: Path) -> dict[str, dict]:
+    """path -> row of features/ and rejected/ together (pyarrow reads the parquet files
+    Spark wrote, skipping its ``_SUCCESS`` and ``.crc`` files)."""
+    rows = {}
+    for table in ("features", "rejected"):
+        for row in pq.read_table(output / table).to_pylist():
+            rows[row["path"]] = row
     return rows
 
 
@@ -80,7 +83,7 @@ def test_a_python_worker_crash_is_retried_and_loses_nothing(spark, capsys, tmp_p
     assert crashed["counts"] == clean["counts"]
     assert crashed["pca"]["k"] == clean["pca"]["k"]
     assert_same_features(
-        stored_rows(spark, tmp_path / "crashed"), stored_rows(spark, tmp_path / "clean")
+        stored_rows(tmp_path / "crashed"), stored_rows(tmp_path / "clean")
     )
 
 
@@ -262,34 +265,49 @@ def clean_run(source: Path, output: Path, options: list[str] = RESUME_OPTIONS) -
 
 
 @pytest.fixture(scope="module")
-def clean(resume_source, tmp_path_factory) -> Path:
+def clean(spark, resume_source, tmp_path_factory) -> SeenRun:
     """The clean float32 run of ``resume_source``."""
     output = tmp_path_factory.mktemp("clean") / "out"
     clean_run(resume_source, output)
-    return output
+    return seen(output)
 
 
 @pytest.fixture(scope="module")
-def clean_int8(resume_source, tmp_path_factory) -> Path:
+def clean_int8(spark, resume_source, tmp_path_factory) -> SeenRun:
     """The clean int8 run of ``resume_source``."""
     output = tmp_path_factory.mktemp("clean-int8") / "out"
     clean_run(resume_source, output, RESUME_OPTIONS + INT8_OPTIONS)
-    return output
+    return seen(output)
 
 
-def assert_same_run(spark, ours: Path, theirs: Path) -> None:
-    """The same rows, each path's features, the same k, components and projection."""
+@dataclass(frozen=True)
+class SeenRun:
+    """What a finished run published, read once: its report, rows and PCA components."""
+
+    report: dict
+    rows: dict[str, dict]
+    components: np.ndarray
+
+
+def seen(output: Path) -> SeenRun:
     from pyspark.ml import PipelineModel
 
-    mine, other = (json.loads((p / "report.json").read_text()) for p in (ours, theirs))
+    return SeenRun(
+        json.loads((output / "report.json").read_text()),
+        stored_rows(output),
+        PipelineModel.load(str(output / "pca_model")).stages[1].pc.toArray(),
+    )
+
+
+def assert_same_run(ours: SeenRun, theirs: SeenRun) -> None:
+    """The same rows, each path's features, the same k, components and projection."""
+    mine, other = ours.report, theirs.report
     assert mine["counts"] == other["counts"] and mine["pca"]["k"] == other["pca"]["k"]
     assert mine["provenance"] == other["provenance"]
-    a, b = stored_rows(spark, ours), stored_rows(spark, theirs)
-    assert_same_features(a, b)
-    assert_same_projection(a, b)
-    pcs = [PipelineModel.load(str(p / "pca_model")).stages[1].pc.toArray() for p in (ours, theirs)]
-    signs = np.sign(np.sum(pcs[0] * pcs[1], axis=0))
-    assert np.allclose(pcs[0], pcs[1] * signs, atol=1e-6)
+    assert_same_features(ours.rows, theirs.rows)
+    assert_same_projection(ours.rows, theirs.rows)
+    signs = np.sign(np.sum(ours.components * theirs.components, axis=0))
+    assert np.allclose(ours.components, theirs.components * signs, atol=1e-6)
 
 
 def kill_at(source: Path, output: Path, point: str, cache: Path) -> None:
@@ -333,7 +351,7 @@ def test_a_run_killed_anywhere_resumes_to_the_clean_run(
     assert reused == done and inferred == RESUME_IMAGES - done
     assert not staging.exists() and not (tmp_path / ".out.lock").exists()
     clean = request.getfixturevalue("clean_int8" if point in INT8_POINTS else "clean")
-    assert_same_run(spark, output, clean)
+    assert_same_run(seen(output), clean)
 
 
 def test_a_resume_reuses_only_the_rows_it_kept_from_verified_units(
@@ -364,7 +382,7 @@ def test_a_resume_reuses_only_the_rows_it_kept_from_verified_units(
     )
     assert resumed["resume"]["reused"] == expected
     clean_run(source, tmp_path / "clean")
-    assert_same_run(spark, output, tmp_path / "clean")
+    assert_same_run(seen(output), seen(tmp_path / "clean"))
 
 
 def test_two_runs_on_one_output_never_break_each_other(spark, tmp_path, network_cache):
@@ -492,7 +510,7 @@ def test_every_kind_of_file(spark, capsys, tmp_path, odd_tree, monkeypatch):
         "--variance-threshold",
         "1.0",
     )
-    rows = {Path(p).name: r for p, r in stored_rows(spark, output).items()}
+    rows = {Path(p).name: r for p, r in stored_rows(output).items()}
 
     valid = {
         "gray.jpg",
@@ -578,7 +596,7 @@ def test_incremental_run_equals_a_full_run(spark, capsys, tmp_path):
     full = tmp_path / "full"
     third, _ = run_ok(capsys, "--input", str(source), "--output", str(full), *options)
     assert third["pca"]["k"] == second["pca"]["k"]
-    ours, theirs = stored_rows(spark, output), stored_rows(spark, full)
+    ours, theirs = stored_rows(output), stored_rows(full)
     assert_same_features(ours, theirs)
     assert_same_projection(ours, theirs)
 
