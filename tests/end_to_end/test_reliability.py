@@ -9,8 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -331,13 +333,55 @@ def kill_at(source: Path, output: Path, point: str, cache: Path) -> None:
     assert not output.exists() or (output / "_SUCCESS").exists()
 
 
+KILLED_TEST = "test_a_run_killed_anywhere_resumes_to_the_clean_run"
+
+#: Killed runs started side by side: each waits for its own event, so running them together
+#: changes what they cost, not what they leave (a cold run idles half of its two cores while
+#: its JVM and workers start); three keep the machine's memory well within its 24 GiB.
+KILLED_AT_ONCE = 3
+
+
+class KilledRuns:
+    """The killed runs of every kill point this session selected, started together in the
+    background when the first one is asked for (``take``); a point asked for again (as
+    ``pytest --count N`` does) is killed anew."""
+
+    def __init__(self, points: list[str], source: Path, cache: Path, base: Path) -> None:
+        self.source, self.cache, self.base = source, cache, base
+        self.pool = ThreadPoolExecutor(KILLED_AT_ONCE)
+        self.started = {point: self.pool.submit(self.kill, point) for point in points}
+
+    def kill(self, point: str) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix="killed-", dir=self.base))
+        kill_at(self.source, folder / "out", point, self.cache)
+        return folder / "out"
+
+    def take(self, point: str) -> Path:
+        """OUTPUT of a run killed at ``point`` (its failure, if it failed, raised here)."""
+        started = self.started.pop(point, None)
+        return started.result() if started else self.kill(point)
+
+
+@pytest.fixture(scope="module")
+def killed_runs(request, resume_source, network_cache, tmp_path_factory):
+    points = sorted(
+        {
+            item.callspec.params["point"]
+            for item in request.session.items
+            if getattr(item, "originalname", None) == KILLED_TEST and hasattr(item, "callspec")
+        }
+    )
+    runs = KilledRuns(points, resume_source, network_cache, tmp_path_factory.mktemp("killed"))
+    yield runs
+    runs.pool.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_a_run_killed_anywhere_resumes_to_the_clean_run(
-    spark, capsys, tmp_path, resume_source, network_cache, request, point
+    spark, capsys, resume_source, killed_runs, request, point
 ):
-    output = tmp_path / "out"
-    staging = tmp_path / ".out.incomplete"
-    kill_at(resume_source, output, point, network_cache)
+    output = killed_runs.take(point)
+    staging = output.parent / ".out.incomplete"
     # every unit left is whole (parquet that reads), with its check
     for unit in staged_units(staging):
         assert pq.read_table(unit).num_rows > 0
@@ -349,7 +393,7 @@ def test_a_run_killed_anywhere_resumes_to_the_clean_run(
     )
     reused, inferred = resumed["resume"]["reused"], resumed["cnn"]["images_inferred"]
     assert reused == done and inferred == RESUME_IMAGES - done
-    assert not staging.exists() and not (tmp_path / ".out.lock").exists()
+    assert not staging.exists() and not (output.parent / ".out.lock").exists()
     clean = request.getfixturevalue("clean_int8" if point in INT8_POINTS else "clean")
     assert_same_run(seen(output), clean)
 
