@@ -336,8 +336,9 @@ def kill_at(source: Path, output: Path, point: str, cache: Path) -> None:
 KILLED_TEST = "test_a_run_killed_anywhere_resumes_to_the_clean_run"
 
 #: Killed runs started side by side: each waits for its own event, so running them together
-#: changes what they cost, not what they leave (a cold run idles half of its two cores while
-#: its JVM and workers start); three keep the machine's memory well within its 24 GiB.
+#: changes what they cost, not what they leave (a cold run leaves the cores idle while its
+#: JVM and workers start); three at once, each a JVM, a driver and two Python workers, stay
+#: well within the memory of a small machine.
 KILLED_AT_ONCE = 3
 
 
