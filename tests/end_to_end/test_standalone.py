@@ -12,6 +12,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import networks
 import numpy as np
 import pyspark
 import pytest
@@ -130,7 +131,9 @@ def features_by_path(spark, output: Path) -> dict[str, tuple[str, list[float]]]:
     }
 
 
-def test_standalone_cluster_gives_the_local_result(spark, capsys, tmp_path, standalone_cluster):
+def test_standalone_cluster_gives_the_local_result(
+    spark, capsys, tmp_path, standalone_cluster, network_cache
+):
     source = tmp_path / "images"
     write_sample_tree(str(source), per_class=3, seed=9)
     job_options = ["--input", str(source), "--weights", "random:0", "--batch-size", "4"]
@@ -168,7 +171,9 @@ def test_standalone_cluster_gives_the_local_result(spark, capsys, tmp_path, stan
         capture_output=True,
         text=True,
         timeout=540,
-        env={**os.environ, "SPARK_HOME": str(SPARK_HOME)},
+        # the session's networks (tests/networks.py): spark-submit puts the --py-files zip
+        # before them on PYTHONPATH, so the driver still runs the shipped code
+        env={**networks.process_env(network_cache), "SPARK_HOME": str(SPARK_HOME)},
     )
     assert result.returncode == 0, result.stderr[-4000:]
 
