@@ -231,7 +231,12 @@ def read_images(paths: list[str]) -> tuple[list[bytes], np.ndarray]:
 def write_models(network: FeatureNetwork, head: DenseHead, calibration: np.ndarray) -> dict:
     """Return every format's serialized model (``FORMATS_OF`` the network's precision), by
     file name."""
-    from fruits_pipeline.classifier.tflite import float32_tflite, int8_tflite, keras_classifier
+    from fruits_pipeline.classifier.tflite import (
+        float32_tflite,
+        int8_tflite,
+        keras_classifier,
+        saved_model,
+    )
     from fruits_pipeline.engines.mobilenet_onnx import to_onnx, with_pixels_and_head
 
     models = {}
@@ -248,11 +253,11 @@ def write_models(network: FeatureNetwork, head: DenseHead, calibration: np.ndarr
     models[layout.ONNX_MODEL] = onnx_model.SerializeToString()
     log.info("ONNX model written in %.1f s", time.perf_counter() - started)
     started = time.perf_counter()
-    keras_model = keras_classifier(network, head)
-    models[layout.TFLITE_FLOAT32_MODEL] = float32_tflite(keras_model)
-    log.info("float32 TFLite model converted in %.1f s", time.perf_counter() - started)
-    started = time.perf_counter()
-    models[layout.TFLITE_INT8_MODEL] = int8_tflite(keras_model, calibration)
+    with saved_model(keras_classifier(network, head)) as saved:
+        models[layout.TFLITE_FLOAT32_MODEL] = float32_tflite(saved)
+        log.info("float32 TFLite model converted in %.1f s", time.perf_counter() - started)
+        started = time.perf_counter()
+        models[layout.TFLITE_INT8_MODEL] = int8_tflite(saved, calibration)
     log.info(
         "int8 TFLite model converted in %.1f s, calibrated on %d images",
         time.perf_counter() - started,

@@ -3,20 +3,23 @@
 ``keras_classifier`` builds the whole path from pixels to probabilities as one Keras model:
 uint8 RGB ``[N, 224, 224, 3]`` in, cast and scaled (``x / 127.5 - 1``, as the job's
 ``preprocess``) inside the model, MobileNetV2 with the run's weights, the folded dense layer
-(``folding``) and a softmax.  ``float32_tflite`` converts it as it is; ``int8_tflite``
-quantizes weights and activations to int8 (calibrated on a representative set of training
-images), keeping the uint8 pixels as input and float32 probabilities as output, and keeps
-the few layers of ``FLOAT_LAYERS`` in float32 (TensorFlow's selective quantization).
-TensorFlow is imported here only, when a model is built.
+(``folding``) and a softmax.  ``saved_model`` exports its inference call once as a
+SavedModel, which every conversion reads.  ``float32_tflite`` converts it as it is;
+``int8_tflite`` quantizes weights and activations to int8 (calibrated on a representative
+set of training images), keeping the uint8 pixels as input and float32 probabilities as
+output, and keeps the few layers of ``FLOAT_LAYERS`` in float32 (TensorFlow's selective
+quantization).  TensorFlow is imported here only, when a model is built.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import logging
 import re
+import tempfile
 from collections.abc import Iterator
 
 import numpy as np
@@ -58,11 +61,32 @@ def keras_classifier(network: FeatureNetwork, head: DenseHead):
     return keras.Model(pixels, probabilities, name="fruits_classifier")
 
 
-def float32_tflite(model) -> bytes:
-    """Return ``model`` converted to a float32 TFLite flatbuffer."""
+@contextlib.contextmanager
+def saved_model(model) -> Iterator[str]:
+    """Export ``model``'s inference call (``training=False``, its inputs' signature) as a
+    SavedModel in a temporary folder and yield the folder.
+
+    This is the export TensorFlow's ``from_keras_model`` makes for a Keras 3 model, made
+    once: that converter makes it again for each conversion (three per export), and it
+    costs as much as a conversion."""
+    import keras
     import tensorflow as tf
 
-    return _convert(tf.lite.TFLiteConverter.from_keras_model(model))
+    with tempfile.TemporaryDirectory(prefix="fruits-tflite-") as folder:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        signature = [tf.TensorSpec(x.shape, dtype=x.dtype, name=x.name) for x in model.inputs]
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+        with _quiet():
+            archive.write_out(folder)
+        yield folder
+
+
+def float32_tflite(saved: str) -> bytes:
+    """Return the SavedModel in ``saved`` (``saved_model``) as a float32 TFLite flatbuffer."""
+    import tensorflow as tf
+
+    return _convert(tf.lite.TFLiteConverter.from_saved_model(saved))
 
 
 #: The layers the int8 model keeps in float32: MobileNetV2's first convolution and first
@@ -76,15 +100,16 @@ FLOAT_LAYERS = ("Conv1", "expanded_conv_depthwise", OUTPUT_NAME)
 DEBUG_IMAGES = 4
 
 
-def int8_tflite(model, calibration: np.ndarray) -> bytes:
-    """Return ``model`` as an int8 TFLite flatbuffer, calibrated on ``calibration`` (uint8
-    ``(n, 224, 224, 3)`` training images): the input stays uint8 pixels, the output float32
-    probabilities, and the layers of ``FLOAT_LAYERS`` stay float32.
+def int8_tflite(saved: str, calibration: np.ndarray) -> bytes:
+    """Return the SavedModel in ``saved`` (``saved_model``) as an int8 TFLite flatbuffer,
+    calibrated on ``calibration`` (uint8 ``(n, 224, 224, 3)`` training images): the input
+    stays uint8 pixels, the output float32 probabilities, and the layers of
+    ``FLOAT_LAYERS`` stay float32.
 
     Raises ValueError when one of ``FLOAT_LAYERS`` is not in the converted model."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: representative_batches(calibration)
     # int8 kernels everywhere, and the builtin float ones for the layers kept in float32
