@@ -34,6 +34,30 @@ def networks_built_once(request, network_cache, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def resume_source(tmp_path_factory) -> Path:
+    """The input of the killed runs (tests/killed_runs.py)."""
+    from killed_runs import write_resume_source
+
+    return write_resume_source(tmp_path_factory.mktemp("resume") / "images")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def killed_runs(request, resume_source, network_cache, tmp_path_factory):
+    """The killed runs the session's selected tests take, started in the background as the
+    session begins (tests/killed_runs.py), from a network built here once."""
+    from killed_runs import RESUME_WEIGHTS, KilledRuns, selected_kills
+
+    kills = selected_kills(request.session.items)
+    if kills:
+        import networks
+
+        networks.build(network_cache, RESUME_WEIGHTS)
+    runs = KilledRuns(kills, resume_source, network_cache, tmp_path_factory.mktemp("killed"))
+    yield runs
+    runs.close()
+
+
+@pytest.fixture(scope="session")
 def spark():
     """The one local SparkSession of the test session: 2 cores, a failed task retried once
     (as on a cluster, where tasks are retried), no UI."""

@@ -48,17 +48,11 @@ def _kept(path: Path, build: Callable[[], Any]) -> Any:
     return value
 
 
-def install(folder: str | os.PathLike, patch: Callable[[Any, str, Any], None] = setattr) -> None:
-    """Route the product's network building through the cache in ``folder``; ``patch`` sets
-    an attribute (``monkeypatch.setattr`` in a test, so that it is undone after)."""
-    from fruits_pipeline.chain import job, weights
-    from fruits_pipeline.engines import onnxruntime_int8_engine as int8
+def kept_weights(folder: Path, load_weights: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``load_weights`` (the product's) through the cache in ``folder``."""
+    from fruits_pipeline.chain import weights
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    load_weights, quantize = weights.load_weights, int8.quantize
-
-    def kept_weights(spec):
+    def kept(spec):
         if spec.kind == "random":
             key = f"random-{spec.seed}"
         elif spec.kind == "file" and os.path.isfile(spec.location or ""):
@@ -68,6 +62,20 @@ def install(folder: str | os.PathLike, patch: Callable[[Any, str, Any], None] = 
             return load_weights(spec)
         return _kept(folder / f"weights-{key}.pickle", lambda: load_weights(spec))
 
+    return kept
+
+
+def install(folder: str | os.PathLike, patch: Callable[[Any, str, Any], None] = setattr) -> None:
+    """Route the product's network building through the cache in ``folder``; ``patch`` sets
+    an attribute (``monkeypatch.setattr`` in a test, so that it is undone after)."""
+    from fruits_pipeline.chain import job, weights
+    from fruits_pipeline.engines import onnxruntime_int8_engine as int8
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    quantize = int8.quantize
+    kept = kept_weights(folder, weights.load_weights)
+
     def kept_quantization(model, batch):
         digest = hashlib.sha256(model.SerializeToString())
         digest.update(str(batch.shape).encode() + batch.tobytes())
@@ -76,8 +84,18 @@ def install(folder: str | os.PathLike, patch: Callable[[Any, str, Any], None] = 
 
     # the job binds load_weights by name; the commands import it from its module when called
     for module in (weights, job):
-        patch(module, "load_weights", kept_weights)
+        patch(module, "load_weights", kept)
     patch(int8, "quantize", kept_quantization)
+
+
+def build(folder: str | os.PathLike, weights_option: str) -> None:
+    """Build the network of ``weights_option`` (a ``--weights`` value) into the cache in
+    ``folder`` now, so that runs started together find it there instead of each building it."""
+    from fruits_pipeline.chain import weights
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    kept_weights(folder, weights.load_weights)(weights.parse_weights_spec(weights_option))
 
 
 def process_env(folder: str | os.PathLike, more_hooks: str = "") -> dict[str, str]:

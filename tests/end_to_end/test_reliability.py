@@ -6,24 +6,30 @@ import io
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import networks
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from cli_runs import run_ok
 from crash_engine import crash_once_engine
 from image_files import bomb_png, jpeg_bytes, noise_image, png_bytes
+from killed_runs import (
+    INT8_OPTIONS,
+    INT8_POINTS,
+    KILL_POINTS,
+    RESUME_IMAGES,
+    RESUME_OPTIONS,
+    VERIFIED_POINT,
+    checked_rows,
+    options_at,
+    staged_units,
+    start_run,
+    wait_until,
+)
 from PIL import Image
 
 from fruits_pipeline.chain import extract, job
@@ -89,176 +95,6 @@ def test_a_python_worker_crash_is_retried_and_loses_nothing(spark, capsys, tmp_p
     )
 
 
-SCRIPT = Path(sys.executable).parent / "fruits-pipeline"
-
-
-#: ``fruits-pipeline`` whose publish writes the file ``sys.argv[1]`` and waits there to be
-#: killed: the moment between ``_SUCCESS`` in the staging and its rename is milliseconds
-#: long, too short to observe from outside.
-PAUSED_AT_PUBLISH = """
-import sys, time
-from fruits_pipeline.cli import main
-from fruits_pipeline.results.location import OutputLocation
-marker = sys.argv.pop(1)
-def publish(self):
-    open(marker, "w").close()
-    time.sleep(3600)
-OutputLocation.publish = publish
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-#: ``sitecustomize`` of a run's Python processes (its folder put on ``PYTHONPATH``, which
-#: Spark passes on to its workers): once two units are written, a unit's write stops halfway
-#: through its bytes, writes the file ``$STALLED_UNIT_MARKER`` and waits there to be killed,
-#: as a node lost while it writes.
-STALLED_UNIT_WRITE = """
-import os, time
-from fruits_pipeline.results import storage
-write_atomic = storage.write_atomic
-def stalled(uri, data, tagging=None):
-    folder, name = os.path.split(storage.local_path(uri))
-    done = [n for n in os.listdir(folder) if n.startswith("unit-")] if os.path.isdir(folder) else []
-    if not name.startswith("unit-") or len(done) < 2:
-        return write_atomic(uri, data, tagging)
-    with storage.atomic_file(uri) as handle:
-        handle.write(data[: len(data) // 2])
-        handle.flush()
-        open(os.environ["STALLED_UNIT_MARKER"], "a").close()
-        time.sleep(3600)
-storage.write_atomic = stalled
-"""
-
-
-def start_run(
-    source: Path,
-    output: Path,
-    *extra: str,
-    cache: Path,
-    pause_at_publish: Path | None = None,
-    stall_unit_write: Path | None = None,
-) -> subprocess.Popen:
-    """Start ``fruits-pipeline run`` as its own process group (its JVM and Python workers),
-    its networks from the session's ``cache``; with ``pause_at_publish``, one that stops in
-    its publish (``PAUSED_AT_PUBLISH``); with ``stall_unit_write`` (a marker file), one whose
-    unit writes stop (``STALLED_UNIT_WRITE``)."""
-    command = [str(SCRIPT), "run", "--input", str(source), "--output", str(output), *extra]
-    if pause_at_publish:
-        command = [sys.executable, "-c", PAUSED_AT_PUBLISH, str(pause_at_publish), *command[1:]]
-    environment = networks.process_env(cache, STALLED_UNIT_WRITE if stall_unit_write else "")
-    if stall_unit_write:
-        environment["STALLED_UNIT_MARKER"] = str(stall_unit_write)
-    return subprocess.Popen(
-        [*command, "--weights", "random:0", "--master", "local[2]"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env=environment,
-    )
-
-
-def wait_until(process: subprocess.Popen, condition, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            time.sleep(1)  # a Watched run's reader thread takes the rest of the log
-            said = getattr(process, "watched_lines", None) or [process.stderr.read()]
-            raise AssertionError(f"the run ended before {what}: {''.join(said)[-3000:]}")
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
-def kill_driver(process: subprocess.Popen) -> None:
-    """SIGKILL the driver alone, as a lost node would; its JVM and Python workers notice
-    their pipes close and exit on their own (killed after 20 s if they have not)."""
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    deadline = time.monotonic() + 20
-    try:
-        while time.monotonic() < deadline:
-            os.killpg(process.pid, 0)
-            time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the run's whole process group at once, as a node lost with all it runs."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=30)
-
-
-def staged_units(staging: Path) -> list[Path]:
-    return sorted(staging.glob("extracted.incomplete/run-*/unit-*.parquet"))
-
-
-def checked_rows(units: list[Path]) -> int:
-    """The rows of the ``units`` whose check was written (the others are never reused)."""
-    return sum(
-        pq.read_table(unit).num_rows
-        for unit in units
-        if (unit.parent / f"_{unit.name}.check").exists()
-    )
-
-
-class Watched:
-    """A run started with ``start_run`` whose log lines are read as they come (a thread
-    drains its stderr, so that it never blocks on a full pipe)."""
-
-    def __init__(self, process: subprocess.Popen) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        process.watched_lines = self.lines  # for wait_until's message
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def said(self, words: str) -> bool:
-        return any(words in line for line in list(self.lines))
-
-
-#: Where a killed run dies, each an event the test observes in the run's log or staging
-#: (6 units: 120 images in 6 tasks, 20 rows each).
-KILL_POINTS = {
-    "listing": lambda run, staging: run.said("stage list: started"),
-    "calibration": lambda run, staging: run.said("stage calibrate: started"),
-    "extraction, first unit": lambda run, staging: len(staged_units(staging)) >= 1,
-    "extraction, middle": lambda run, staging: len(staged_units(staging)) >= 3,
-    "extraction, late": lambda run, staging: len(staged_units(staging)) >= 5,
-    "a unit being written": lambda run, staging: (staging.parent / "stalled").exists(),
-    "pca": lambda run, staging: run.said("stage pca: started"),
-    "write stage": lambda run, staging: run.said("stage write: started"),
-    "publishing": lambda run, staging: (staging.parent / "publishing").exists(),
-}
-#: Images of the killed runs' input (``resume_source``).
-RESUME_IMAGES = 120
-RESUME_OPTIONS = ["--weights", "random:0", "--batch-size", "8"]
-#: Kill points of a quantized run only: its network is calibrated on the run's own images.
-INT8_POINTS = {"calibration"}
-INT8_OPTIONS = ["--engine", "onnxruntime-int8"]
-
-
-def options_at(point: str) -> list[str]:
-    """The run options of the killed run, its resume and its clean run at ``point``."""
-    return RESUME_OPTIONS + (INT8_OPTIONS if point in INT8_POINTS else [])
-
-
-@pytest.fixture(scope="module")
-def resume_source(tmp_path_factory) -> Path:
-    source = tmp_path_factory.mktemp("resume") / "images"
-    # fewer images than features: the PCA is rank-deficient, as in the issue that found it
-    assert write_sample_tree(str(source), per_class=RESUME_IMAGES // 6, seed=5) == RESUME_IMAGES
-    return source
-
-
 def clean_run(source: Path, output: Path, options: list[str] = RESUME_OPTIONS) -> dict:
     """A run of ``source`` from scratch, in this test session; its report."""
     args = ["run", "--input", str(source), "--output", str(output), *options]
@@ -312,76 +148,11 @@ def assert_same_run(ours: SeenRun, theirs: SeenRun) -> None:
     assert np.allclose(ours.components, theirs.components * signs, atol=1e-6)
 
 
-def kill_at(source: Path, output: Path, point: str, cache: Path) -> None:
-    """Start a run on ``source`` and kill it at ``point`` (``KILL_POINTS``): its driver
-    alone, or, for a unit being written, the whole node."""
-    staging = output.parent / f".{output.name}.incomplete"
-    pause = output.parent / "publishing" if point == "publishing" else None
-    stall = output.parent / "stalled" if point == "a unit being written" else None
-    process = start_run(
-        source, output, *options_at(point), cache=cache, pause_at_publish=pause,
-        stall_unit_write=stall,
-    )
-    run = Watched(process)
-    try:
-        wait_until(run.process, lambda: KILL_POINTS[point](run, staging), point)
-    finally:
-        (kill_group if stall else kill_driver)(run.process)
-    if stall:  # it died with a unit half-written beside the whole ones
-        assert list(staging.glob("extracted.incomplete/run-*/.unit-*.parquet.tmp-*"))
-    # never half-written: either no OUTPUT, or a whole run (killed after its rename)
-    assert not output.exists() or (output / "_SUCCESS").exists()
-
-
-KILLED_TEST = "test_a_run_killed_anywhere_resumes_to_the_clean_run"
-
-#: Killed runs started side by side: each waits for its own event, so running them together
-#: changes what they cost, not what they leave (a cold run leaves the cores idle while its
-#: JVM and workers start); three at once, each a JVM, a driver and two Python workers, stay
-#: well within the memory of a small machine.
-KILLED_AT_ONCE = 3
-
-
-class KilledRuns:
-    """The killed runs of every kill point this session selected, started together in the
-    background when the first one is asked for (``take``); a point asked for again (as
-    ``pytest --count N`` does) is killed anew."""
-
-    def __init__(self, points: list[str], source: Path, cache: Path, base: Path) -> None:
-        self.source, self.cache, self.base = source, cache, base
-        self.pool = ThreadPoolExecutor(KILLED_AT_ONCE)
-        self.started = {point: self.pool.submit(self.kill, point) for point in points}
-
-    def kill(self, point: str) -> Path:
-        folder = Path(tempfile.mkdtemp(prefix="killed-", dir=self.base))
-        kill_at(self.source, folder / "out", point, self.cache)
-        return folder / "out"
-
-    def take(self, point: str) -> Path:
-        """OUTPUT of a run killed at ``point`` (its failure, if it failed, raised here)."""
-        started = self.started.pop(point, None)
-        return started.result() if started else self.kill(point)
-
-
-@pytest.fixture(scope="module")
-def killed_runs(request, resume_source, network_cache, tmp_path_factory):
-    points = sorted(
-        {
-            item.callspec.params["point"]
-            for item in request.session.items
-            if getattr(item, "originalname", None) == KILLED_TEST and hasattr(item, "callspec")
-        }
-    )
-    runs = KilledRuns(points, resume_source, network_cache, tmp_path_factory.mktemp("killed"))
-    yield runs
-    runs.pool.shutdown(wait=True, cancel_futures=True)
-
-
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_a_run_killed_anywhere_resumes_to_the_clean_run(
     spark, capsys, resume_source, killed_runs, request, point
 ):
-    output = killed_runs.take(point)
+    output = killed_runs.take(point).output
     staging = output.parent / ".out.incomplete"
     # every unit left is whole (parquet that reads), with its check
     for unit in staged_units(staging):
@@ -400,16 +171,14 @@ def test_a_run_killed_anywhere_resumes_to_the_clean_run(
 
 
 def test_a_resume_reuses_only_the_rows_it_kept_from_verified_units(
-    spark, capsys, tmp_path, resume_source, network_cache
+    spark, capsys, tmp_path, killed_runs
 ):
     """A staged unit holding an image changed since, a truncated unit, one without its
     check and one whose bytes no longer match it: the resumed run equals a clean run of the
     images as they are now, and the next one still works."""
-    source = tmp_path / "images"
-    shutil.copytree(resume_source, source)
-    output = tmp_path / "out"
-    staging = tmp_path / ".out.incomplete"
-    kill_at(source, output, "extraction, late", network_cache)
+    killed = killed_runs.take(VERIFIED_POINT, own_source=True)  # on its own copy of the input
+    source, output = killed.source, killed.output
+    staging = output.parent / ".out.incomplete"
     units = [u for u in staged_units(staging) if (u.parent / f"_{u.name}.check").exists()]
     assert len(units) >= 4, units
     changed = Path(unquote(urlsplit(pq.read_table(units[0]).column("path")[0].as_py()).path))
