@@ -87,7 +87,7 @@ def start_run(
     if stall_unit_write:
         environment["STALLED_UNIT_MARKER"] = str(stall_unit_write)
     return subprocess.Popen(
-        [*command, "--weights", "random:0", "--master", "local[2]"],
+        [*command, "--weights", RESUME_WEIGHTS, "--master", "local[2]"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -248,6 +248,7 @@ def selected_kills(items) -> list[Kill]:
         elif name == VERIFIED_TEST:
             kills.add(Kill(VERIFIED_POINT, own_source=True))
     return sorted(kills, key=lambda kill: (kill.point, kill.own_source))
+
 
 #: Killed runs started side by side: each waits for its own event, so running them together
 #: changes what they cost, not what they leave (a cold run leaves the cores idle while its

@@ -156,6 +156,7 @@ def choose_regularisation(
             "too few training images to hold out a validation part (one image in five of "
             "each label): pass one --reg-params value"
         )
+    # Cached once here: Spark ML's fit caches an uncached input itself, once per fit.
     fit_rows = fit_rows.persist()
     held_out = held_out.persist()
     estimator = logistic_regression(reg_params[0], max_iter)
