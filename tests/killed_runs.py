@@ -164,7 +164,7 @@ class Watched:
 
 
 #: Where a killed run dies, each an event the test observes in the run's log or staging
-#: (6 units: 120 images in 6 tasks, 20 rows each).
+#: (6 units: 48 images in 6 tasks, 8 rows each, in batches of 4).
 KILL_POINTS = {
     "listing": lambda run, staging: run.said("stage list: started"),
     "calibration": lambda run, staging: run.said("stage calibrate: started"),
@@ -177,10 +177,10 @@ KILL_POINTS = {
     "publishing": lambda run, staging: (staging.parent / "publishing").exists(),
 }
 #: Images of the killed runs' input (``write_resume_source``).
-RESUME_IMAGES = 120
+RESUME_IMAGES = 48
 #: The killed runs' network.
 RESUME_WEIGHTS = "random:0"
-RESUME_OPTIONS = ["--weights", RESUME_WEIGHTS, "--batch-size", "8"]
+RESUME_OPTIONS = ["--weights", RESUME_WEIGHTS, "--batch-size", "4"]
 #: Kill points of a quantized run only: its network is calibrated on the run's own images.
 INT8_POINTS = {"calibration"}
 INT8_OPTIONS = ["--engine", "onnxruntime-int8"]
