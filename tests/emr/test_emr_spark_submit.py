@@ -15,6 +15,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import networks
 import pytest
 
 from fruits_pipeline.emr import bundle, options, requests, targets
@@ -25,7 +26,7 @@ VENV = ROOT / ".venv" / "bin"
 
 @pytest.mark.slow
 @pytest.mark.spark
-def test_the_step_runs_with_local_spark_submit(tmp_path):
+def test_the_step_runs_with_local_spark_submit(tmp_path, network_cache):
     from fruits_pipeline.sample_images import write_sample_tree
 
     images = tmp_path / "images"
@@ -69,6 +70,10 @@ def test_the_step_runs_with_local_spark_submit(tmp_path):
     }
     for name in ("AWS_ENDPOINT_URL", "SPARK_HOME", "PYTHONPATH"):
         env.pop(name, None)
+    # the session's networks (tests/networks.py): a hook folder alone on PYTHONPATH, after
+    # which spark-submit puts the --py-files zip first, so that the driver runs the zip's code
+    cached = networks.process_env(network_cache)
+    env.update(PYTHONPATH=cached["PYTHONPATH"], **{networks.ENV: cached[networks.ENV]})
     done = subprocess.run(
         command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240
     )
