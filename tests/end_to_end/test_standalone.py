@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).parent
 SHIPPED_VERSION = "0.0.0+shipped-by-py-files"
 #: The JIT flags of a laptop run, for every JVM of this small cluster: each is cold and
-#: short-lived, and spends most of its CPU compiling (the executors halve their CPU-seconds);
-#: the result the test compares does not depend on them.
+#: short-lived, and spends most of its CPU compiling; the result the test compares does not
+#: depend on them.
 QUICK_JVM = LOCAL_CONF["spark.driver.extraJavaOptions"]
 
 
