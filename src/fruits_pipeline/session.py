@@ -34,12 +34,14 @@ JOB_CONF = {
 }
 
 #: Extra settings for a laptop run started by the console script (no spark-submit).
+#: JVM options of a short local run, which spends much of its JVM time compiling: the C1
+#: compiler alone and the parallel collector make it faster (docs/performance.md).
+QUICK_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"
+
 LOCAL_CONF = {
     "spark.driver.memory": "2g",
     "spark.sql.shuffle.partitions": "8",
-    # A short local run spends much of its JVM time compiling: the C1 compiler alone and
-    # the parallel collector make it faster (docs/performance.md).
-    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC",
+    "spark.driver.extraJavaOptions": QUICK_JVM_OPTIONS,
 }
 
 

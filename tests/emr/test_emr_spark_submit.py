@@ -19,7 +19,7 @@ import networks
 import pytest
 
 from fruits_pipeline.emr import bundle, options, requests, targets
-from fruits_pipeline.session import LOCAL_CONF
+from fruits_pipeline.session import QUICK_JVM_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv" / "bin"
@@ -70,7 +70,7 @@ def test_the_step_runs_with_local_spark_submit(tmp_path, network_cache):
         "TF_CPP_MIN_LOG_LEVEL": "2",
         # the JIT flags of a laptop run for spark-submit's JVM, in its environment, so that
         # the command stays the step's (a cold, short JVM spends most of its CPU compiling)
-        "SPARK_SUBMIT_OPTS": LOCAL_CONF["spark.driver.extraJavaOptions"],
+        "SPARK_SUBMIT_OPTS": QUICK_JVM_OPTIONS,
     }
     for name in ("AWS_ENDPOINT_URL", "SPARK_HOME", "PYTHONPATH"):
         env.pop(name, None)

@@ -20,17 +20,13 @@ from s3_server import free_port
 
 from fruits_pipeline.cli import main
 from fruits_pipeline.sample_images import write_sample_tree
-from fruits_pipeline.session import LOCAL_CONF
+from fruits_pipeline.session import QUICK_JVM_OPTIONS
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).parent
 SHIPPED_VERSION = "0.0.0+shipped-by-py-files"
-#: The JIT flags of a laptop run, for every JVM of this small cluster: each is cold and
-#: short-lived, and spends most of its CPU compiling; the result the test compares does not
-#: depend on them.
-QUICK_JVM = LOCAL_CONF["spark.driver.extraJavaOptions"]
 
 
 def shipped_package(folder: Path) -> Path:
@@ -73,7 +69,9 @@ def standalone_cluster(tmp_path_factory):
         "SPARK_WORKER_DIR": str(folder / "work"),
         "SPARK_LOCAL_DIRS": str(folder / "local"),
         "SPARK_NO_DAEMONIZE": "1",
-        "SPARK_DAEMON_JAVA_OPTS": QUICK_JVM,
+        # every JVM of this small cluster is cold and short-lived: a laptop run's JIT flags
+        # (the result the test compares does not depend on them)
+        "SPARK_DAEMON_JAVA_OPTS": QUICK_JVM_OPTIONS,
     }
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     master_url = f"spark://127.0.0.1:{port}"
@@ -165,9 +163,9 @@ def test_standalone_cluster_gives_the_local_result(
         "--conf",
         "spark.executor.memory=1g",
         "--conf",
-        f"spark.driver.extraJavaOptions={QUICK_JVM}",
+        f"spark.driver.extraJavaOptions={QUICK_JVM_OPTIONS}",
         "--conf",
-        f"spark.executor.extraJavaOptions={QUICK_JVM}",
+        f"spark.executor.extraJavaOptions={QUICK_JVM_OPTIONS}",
         "--py-files",
         str(shipped_package(tmp_path)),
         str(ROOT / "scripts" / "spark_job.py"),
