@@ -1,11 +1,14 @@
-"""Runs killed at a chosen point, and what their tests need to start, watch and kill them.
+"""Runs killed at chosen points, and what their tests need to start, watch and kill them.
 
-``kill_at`` starts ``fruits-pipeline run`` as its own process group and kills it at one of
-``KILL_POINTS``, each an event the test observes (a stage line in its log, a unit appearing
-in its staging), never a moment on the clock.  ``KilledRuns`` starts the killed runs a test
-session selected in the background, a few at once, as the session begins: a cold run leaves
-the cores idle while its JVM and workers start, and the other tests fill them.  The session
-fixture ``killed_runs`` (conftest.py) holds them.
+``kill_at`` starts ``fruits-pipeline run`` as its own process group and follows it through
+some of ``KILL_POINTS``, each an event the test observes (a stage line in its log, a unit
+appearing in its staging), never a moment on the clock.  At each point but the last it copies
+what the run has left on disk while the group is stopped; at the last it kills the run.  One
+run so gives every point a float32 run passes; a cold run costs far more than a copy.
+``KilledRuns`` starts the killed runs a test session selected in the background, a few at
+once, as the session begins: a cold run leaves the cores idle while its JVM and workers
+start, and the other tests fill them.  The session fixture ``killed_runs`` (conftest.py)
+holds them.
 """
 
 from __future__ import annotations
@@ -191,27 +194,58 @@ def options_at(point: str) -> list[str]:
     return RESUME_OPTIONS + (INT8_OPTIONS if point in INT8_POINTS else [])
 
 
+#: Kill points that need a run of their own: a quantized run, and one whose unit writes stall.
+OWN_RUN_POINTS = INT8_POINTS | {"a unit being written"}
 
 
-def kill_at(source: Path, output: Path, point: str, cache: Path) -> None:
-    """Start a run on ``source`` and kill it at ``point`` (``KILL_POINTS``): its driver
-    alone, or, for a unit being written, the whole node."""
-    staging = output.parent / f".{output.name}.incomplete"
-    pause = output.parent / "publishing" if point == "publishing" else None
-    stall = output.parent / "stalled" if point == "a unit being written" else None
+def snapshot(process: subprocess.Popen, folder: Path, copy: Path) -> None:
+    """Copy ``folder`` (an OUTPUT's parent: its staging and lock) to ``copy`` while the run's
+    whole process group is stopped: the copy is what a SIGKILL of the group at that moment
+    would leave on disk (the local lock is an flock, which a copied file does not hold)."""
+    os.killpg(process.pid, signal.SIGSTOP)
+    try:
+        shutil.copytree(folder, copy, symlinks=True)
+    finally:
+        os.killpg(process.pid, signal.SIGCONT)
+
+
+def assert_never_half_published(output: Path) -> None:
+    """Either no OUTPUT, or a whole run (killed after its rename)."""
+    assert not output.exists() or (output / "_SUCCESS").exists()
+
+
+def kill_at(source: Path, folder: Path, points: tuple[str, ...], cache: Path) -> dict:
+    """Start a run on ``source``, its OUTPUT ``folder/out``, that passes ``points`` in that
+    order (``KILL_POINTS``): at each but the last, its state is copied to a folder beside
+    ``folder`` (``snapshot``); at the last, it is killed: its driver alone, or, for a unit
+    being written, the whole node.  Returns point -> ``Killed``."""
+    output = folder / "out"
+    staging = folder / f".{output.name}.incomplete"
+    last = points[-1]
+    pause = folder / "publishing" if last == "publishing" else None
+    stall = folder / "stalled" if last == "a unit being written" else None
     process = start_run(
-        source, output, *options_at(point), cache=cache, pause_at_publish=pause,
+        source, output, *options_at(last), cache=cache, pause_at_publish=pause,
         stall_unit_write=stall,
     )
     run = Watched(process)
+    killed = {}
     try:
-        wait_until(run.process, lambda: KILL_POINTS[point](run, staging), point)
+        for point in points:
+            reached = KILL_POINTS[point]
+            wait_until(run.process, lambda: reached(run, staging), point)  # noqa: B023
+            if point != last:
+                copy = folder.with_name(f"{folder.name}-{len(killed)}")
+                snapshot(process, folder, copy)
+                killed[point] = Killed(source, copy / output.name)
     finally:
         (kill_group if stall else kill_driver)(run.process)
+    killed[last] = Killed(source, output)
     if stall:  # it died with a unit half-written beside the whole ones
         assert list(staging.glob("extracted.incomplete/run-*/.unit-*.parquet.tmp-*"))
-    # never half-written: either no OUTPUT, or a whole run (killed after its rename)
-    assert not output.exists() or (output / "_SUCCESS").exists()
+    for each in killed.values():
+        assert_never_half_published(each.output)
+    return killed
 
 
 KILLED_TEST = "test_a_run_killed_anywhere_resumes_to_the_clean_run"
@@ -224,9 +258,10 @@ VERIFIED_POINT = "extraction, late"
 
 @dataclass(frozen=True)
 class Kill:
-    """One killed run to make: where it dies, and whether on its own copy of the input."""
+    """One killed run to make: the points it passes (``kill_at``), and whether on its own
+    copy of the input."""
 
-    point: str
+    points: tuple[str, ...]
     own_source: bool = False
 
 
@@ -239,18 +274,22 @@ class Killed:
 
 
 def selected_kills(items) -> list[Kill]:
-    """The killed runs the session's selected test ``items`` take."""
-    kills = set()
+    """The killed runs the session's selected test ``items`` take: one run for all the
+    points a float32 run passes, one for each point that needs a run of its own."""
+    points, kills = set(), set()
     for item in items:
         name = getattr(item, "originalname", None)
         if name == KILLED_TEST and hasattr(item, "callspec"):
-            kills.add(Kill(item.callspec.params["point"]))
+            points.add(item.callspec.params["point"])
         elif name == VERIFIED_TEST:
-            kills.add(Kill(VERIFIED_POINT, own_source=True))
-    return sorted(kills, key=lambda kill: (kill.point, kill.own_source))
+            kills.add(Kill((VERIFIED_POINT,), own_source=True))
+    shared = tuple(point for point in KILL_POINTS if point in points - OWN_RUN_POINTS)
+    kills |= {Kill((point,)) for point in points & OWN_RUN_POINTS}
+    # the longest run first: it passes every point up to its publishing
+    return ([Kill(shared)] if shared else []) + sorted(kills, key=lambda kill: kill.points)
 
 
-#: Killed runs started side by side: each waits for its own event, so running them together
+#: Killed runs started side by side: each waits for its own events, so running them together
 #: changes what they cost, not what they leave (a cold run leaves the cores idle while its
 #: JVM and workers start); three at once, each a JVM, a driver and two Python workers, stay
 #: well within the memory of a small machine.
@@ -259,27 +298,29 @@ KILLED_AT_ONCE = 3
 
 class KilledRuns:
     """The killed runs of ``kills``, started together in the background, ``KILLED_AT_ONCE``
-    at a time; a run asked for again (as ``pytest --count N`` does) is killed anew."""
+    at a time; a point asked for again (as ``pytest --count N`` does) is killed anew."""
 
     def __init__(self, kills: list[Kill], source: Path, cache: Path, base: Path) -> None:
         self.source, self.cache, self.base = source, cache, base
         self.pool = ThreadPoolExecutor(KILLED_AT_ONCE)
-        self.started = {kill: self.pool.submit(self.kill, kill) for kill in kills}
+        self.started = {}
+        for kill in kills:
+            future = self.pool.submit(self.kill, kill)
+            self.started.update({(point, kill.own_source): future for point in kill.points})
 
-    def kill(self, kill: Kill) -> Killed:
+    def kill(self, kill: Kill) -> dict:
         folder = Path(tempfile.mkdtemp(prefix="killed-", dir=self.base))
         source = self.source
         if kill.own_source:
             source = folder / "images"
             shutil.copytree(self.source, source)
-        kill_at(source, folder / "out", kill.point, self.cache)
-        return Killed(source, folder / "out")
+        return kill_at(source, folder, kill.points, self.cache)
 
     def take(self, point: str, own_source: bool = False) -> Killed:
         """A run killed at ``point`` (its failure, if it failed, raised here)."""
-        kill = Kill(point, own_source)
-        started = self.started.pop(kill, None)
-        return started.result() if started else self.kill(kill)
+        started = self.started.pop((point, own_source), None)
+        killed = started.result() if started else self.kill(Kill((point,), own_source))
+        return killed[point]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
