@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,10 +208,15 @@ def test_two_runs_on_one_output_never_break_each_other(spark, tmp_path, network_
     wait_until(first, lambda: staged_units(tmp_path / ".out.incomplete"), "it staged a unit")
     live = staged_units(tmp_path / ".out.incomplete")
 
-    second = start_run(source, output, "--overwrite", cache=network_cache)  # as in the issue
-    _, second_err = second.communicate(timeout=300)
-    if first.poll() is None:  # the first run still works: its staging is all there
-        assert all(path.exists() for path in live)
+    # the first stopped while the second runs, so that it is still at work when the second
+    # ends, whatever the machine's speed (a stopped process keeps its flock)
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        second = start_run(source, output, "--overwrite", cache=network_cache)  # as in the issue
+        _, second_err = second.communicate(timeout=300)
+        assert all(path.exists() for path in live)  # the first's staging untouched
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     _, first_err = first.communicate(timeout=600)
 
     assert first.returncode == 0, first_err[-3000:]
