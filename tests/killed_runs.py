@@ -214,7 +214,7 @@ def assert_never_half_published(output: Path) -> None:
     assert not output.exists() or (output / "_SUCCESS").exists()
 
 
-def kill_at(source: Path, folder: Path, points: tuple[str, ...], cache: Path) -> dict:
+def kill_at(source: Path, folder: Path, points: tuple[str, ...], cache: Path) -> dict[str, Killed]:
     """Start a run on ``source``, its OUTPUT ``folder/out``, that passes ``points`` in that
     order (``KILL_POINTS``): at each but the last, its state is copied to a folder beside
     ``folder`` (``snapshot``); at the last, it is killed: its driver alone, or, for a unit
@@ -233,7 +233,7 @@ def kill_at(source: Path, folder: Path, points: tuple[str, ...], cache: Path) ->
     try:
         for point in points:
             reached = KILL_POINTS[point]
-            wait_until(run.process, lambda: reached(run, staging), point)  # noqa: B023
+            wait_until(run.process, lambda reached=reached: reached(run, staging), point)
             if point != last:
                 copy = folder.with_name(f"{folder.name}-{len(killed)}")
                 snapshot(process, folder, copy)
@@ -308,7 +308,7 @@ class KilledRuns:
             future = self.pool.submit(self.kill, kill)
             self.started.update({(point, kill.own_source): future for point in kill.points})
 
-    def kill(self, kill: Kill) -> dict:
+    def kill(self, kill: Kill) -> dict[str, Killed]:
         folder = Path(tempfile.mkdtemp(prefix="killed-", dir=self.base))
         source = self.source
         if kill.own_source:
